@@ -1,0 +1,1 @@
+"""Model families: one file each; every builder is registered with `@ARCHITECTURES.register`."""

@@ -1,0 +1,69 @@
+"""A parametric plain CNN (conv blocks, then the seed's dense head) that holds the seed models as points."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import keras
+
+from harness.registry import ARCHITECTURES
+
+ACTIVATIONS = ("relu", "prelu", "elu", "gelu", "swish", "leaky_relu")
+
+
+def activation_layer(name: str) -> keras.layers.Layer:
+    """One activation as its own layer, as the notebook writes it (PReLU: one slope per unit, 0.25 at start)."""
+    if name == "prelu":
+        return keras.layers.PReLU(alpha_initializer=keras.initializers.Constant(0.25))
+    if name == "leaky_relu":
+        return keras.layers.LeakyReLU(negative_slope=0.01)
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; choose one of {', '.join(ACTIVATIONS)}")
+    return keras.layers.Activation(name)
+
+
+def feature_map_size(input_size: int, convs_per_block: Sequence[int]) -> int:
+    """Side of the last feature map: the first conv pads 'same', every other 3x3 conv loses 2, each pool halves."""
+    size = input_size
+    for block, convs in enumerate(convs_per_block):
+        size -= 2 * (convs - 1 if block == 0 else convs)
+        if size < 2:
+            return 0
+        size //= 2
+    return size
+
+
+@ARCHITECTURES.register("cnn", baseline=False)
+def cnn(
+    input_shape: tuple[int, int, int] = (96, 96, 3),
+    widths: Sequence[int] = (32,),
+    convs: Sequence[int] = (2,),
+    activation: str = "relu",
+    batch_norm: bool = True,
+    dense: Sequence[int] = (512, 256, 64),
+    dropout: float = 0.25,
+    final_dropout: bool = False,
+    name: str = "cnn",
+) -> keras.Model:
+    """Plain CNN: blocks of 3x3 convs + max-pool (+ batch norm), then flatten and a dense head."""
+    if len(widths) != len(convs) or not widths:
+        raise ValueError(f"widths {list(widths)} and convs {list(convs)} must be non-empty and of equal length")
+    if min(convs) < 1:
+        raise ValueError(f"every block needs at least one conv, got {list(convs)}")
+    if feature_map_size(min(input_shape[:2]), convs) < 1:
+        raise ValueError(f"{len(convs)} blocks of {list(convs)} convs shrink a {input_shape[0]}px input below 1x1")
+    layers: list[keras.layers.Layer] = [keras.Input(shape=input_shape)]
+    for block, (width, count) in enumerate(zip(widths, convs)):
+        for i in range(count):
+            padding = "same" if block == 0 and i == 0 else "valid"
+            layers += [keras.layers.Conv2D(width, (3, 3), padding=padding), activation_layer(activation)]
+        layers.append(keras.layers.MaxPooling2D(pool_size=(2, 2)))
+        if batch_norm:
+            layers.append(keras.layers.BatchNormalization())
+    layers.append(keras.layers.Flatten())
+    for units in dense:
+        layers += [keras.layers.Dropout(dropout), keras.layers.Dense(units), activation_layer(activation)]
+    if final_dropout:
+        layers.append(keras.layers.Dropout(dropout))
+    layers.append(keras.layers.Dense(1, activation="sigmoid"))
+    return keras.Sequential(layers, name=name)

@@ -1,0 +1,53 @@
+"""The seed notebook's three CNNs, layer for layer, with its optimisers, batch size and epochs as defaults."""
+
+from __future__ import annotations
+
+import keras
+
+from architectures.cnn import cnn
+from harness.config import OptimizerConfig, TrainingConfig
+from harness.registry import ARCHITECTURES
+
+
+@ARCHITECTURES.register(
+    "seed_model1",
+    baseline=True,
+    training=TrainingConfig(epochs=10, batch_size=50, optimizer=OptimizerConfig("adam", 1e-3)),
+    notebook_says="about 1.3 million parameters",
+)
+def seed_model1(input_shape: tuple[int, int, int] = (96, 96, 3)) -> keras.Model:
+    """Notebook model 1: Conv32 same, Conv32, pool, BN; dense head; ReLU; Adam(1e-3)."""
+    return cnn(input_shape, widths=(32,), convs=(2,), activation="relu", name="seed_model1")
+
+
+@ARCHITECTURES.register(
+    "seed_model2",
+    baseline=True,
+    training=TrainingConfig(
+        epochs=30,
+        batch_size=50,  # the notebook's fit(batch_size=128) is ignored for a generator: 50 holds
+        optimizer=OptimizerConfig("adam", 1e-4, {"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7}),
+    ),
+    notebook_says="about 3.3 million parameters, six blocks (the code has four)",
+)
+def seed_model2(input_shape: tuple[int, int, int] = (96, 96, 3)) -> keras.Model:
+    """Notebook model 2: four blocks of two convs (32, 64, 128, 256); dense head; ReLU; Adam(1e-4)."""
+    return cnn(input_shape, widths=(32, 64, 128, 256), convs=(2, 2, 2, 2), activation="relu", name="seed_model2")
+
+
+@ARCHITECTURES.register(
+    "seed_model3",
+    baseline=True,
+    training=TrainingConfig(epochs=30, batch_size=50, optimizer=OptimizerConfig("rmsprop", 1e-3)),
+    notebook_says="about 2.8 million parameters",
+)
+def seed_model3(input_shape: tuple[int, int, int] = (96, 96, 3)) -> keras.Model:
+    """Notebook model 3: three blocks of five convs (32, 64, 128); PReLU everywhere; RMSprop(1e-3)."""
+    return cnn(
+        input_shape,
+        widths=(32, 64, 128),
+        convs=(5, 5, 5),
+        activation="prelu",
+        final_dropout=True,
+        name="seed_model3",
+    )

@@ -1,0 +1,308 @@
+"""The `harness` command: each subcommand parses its flags, makes one library call and prints the result."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # keep TensorFlow's C++ start-up chatter (cuInit...) quiet
+
+from rich.console import Console  # noqa: E402
+
+from harness.errors import HarnessError  # noqa: E402
+
+EXAMPLES = """\
+examples:
+  harness run baselines --epochs 2                 # the seed's three CNNs on the built-in demo data
+  harness run baselines --data ~/kaggle/histopathologic-cancer-detection --sample 20000 --epochs 3
+  harness search --trials 50 --sample 4000 --epochs 3
+  harness leaderboard --by val_auc --format markdown
+"""
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("where")
+    group.add_argument(
+        "--data", metavar="DIR", help="Kaggle-layout folder (train_labels.csv, train/, test/); default: built-in demo"
+    )
+    group.add_argument("--results", metavar="DIR", help="where runs, caches and submissions go (default: ./results)")
+    group.add_argument(
+        "--storage", metavar="URL", help="run store, e.g. postgresql://host/db (default: sqlite:///<results>/harness.db)"
+    )
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of at least 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
+    return value
+
+
+def _budget(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("budget and data protocol")
+    group.add_argument("--epochs", type=_positive_int, help="epochs per model (default: each model's own)")
+    group.add_argument("--sample", type=_positive_int, metavar="N", help="use a stratified subset of N labelled images")
+    group.add_argument("--protocol", choices=("seed", "stratified"), default="seed", help="split (default: seed)")
+    group.add_argument("--seed", type=int, default=101, help="random seed for the sample, split and weights")
+    group.add_argument("--batch-size", type=_positive_int, help="training batch size (default: each model's own, 50)")
+    group.add_argument(
+        "--time-limit", type=_positive_float, metavar="MINUTES", help="stop a model's training after this long"
+    )
+    group.add_argument("--no-progress", action="store_true", help="no live progress display")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="harness",
+        description="Train, search and rank CNNs for Kaggle's Histopathologic Cancer Detection (PatchCamelyon).",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("list", help="registered architectures (with parameter counts) and search spaces")
+    p.set_defaults(handler=cmd_list)
+
+    p = sub.add_parser("data", help="dataset tools")
+    data_sub = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    check = data_sub.add_parser("check", help="validate a Kaggle folder, build its cache, report blanks and duplicates")
+    _common(check)
+    check.set_defaults(handler=cmd_data_check)
+
+    p = sub.add_parser(
+        "run",
+        help="train registered architectures: 'baselines' or names from 'harness list'",
+        description="Train, validate and predict; each run is recorded in the store with its artifacts.",
+    )
+    p.add_argument("targets", nargs="+", metavar="ARCH", help="'baselines' (the seed's three CNNs) or architecture names")
+    _common(p)
+    _budget(p)
+    p.set_defaults(handler=cmd_run)
+
+    p = sub.add_parser("search", help="hyperparameter search with Optuna or KerasTuner")
+    p.add_argument("--trials", type=_positive_int, default=50, help="trials in the study, in total (default 50)")
+    p.add_argument("--tuner", choices=("optuna", "keras-tuner"), default="optuna")
+    p.add_argument("--algorithm", choices=("hyperband", "bayesian", "random"), default="bayesian",
+                   help="KerasTuner's search algorithm (default bayesian)")  # fmt: skip
+    p.add_argument("--space", default="widen", help="search space from 'harness list' (default widen)")
+    p.add_argument("--study", help="study name; rerunning with the same name continues it (default: <space>-<tuner>)")
+    p.add_argument("--timeout", type=_positive_float, metavar="MINUTES", help="stop starting trials after this long")
+    _common(p)
+    _budget(p)
+    p.set_defaults(handler=cmd_search)
+
+    p = sub.add_parser("leaderboard", help="rank every run; write results/submission.csv from the best")
+    p.add_argument("--by", choices=("val_accuracy", "val_auc"), default="val_accuracy", help="ranking metric")
+    p.add_argument("--format", choices=("table", "csv", "markdown"), default="table")
+    p.add_argument("--study", help="only the runs of this study")
+    p.add_argument("--all-data", action="store_true", help="rank runs on every dataset, not only the latest one's")
+    p.add_argument("--no-submission", action="store_true", help="do not write results/submission.csv")
+    _common(p)
+    p.set_defaults(handler=cmd_leaderboard)
+
+    p = sub.add_parser("report", help="does a bigger network do better? plots and a verdict in report.md")
+    p.add_argument("--study", help="only this study's trials (baselines are always included)")
+    _common(p)
+    p.set_defaults(handler=cmd_report)
+    return parser
+
+
+def _workspace(args: argparse.Namespace, console: Console):  # noqa: ANN202
+    from harness.workspace import Workspace
+
+    return Workspace.from_flags(args.data, args.results, args.storage, console)
+
+
+def cmd_list(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from rich.table import Table
+
+    from harness.registry import ARCHITECTURES, SEARCH_SPACES, build_model
+
+    table = Table(title="architectures", header_style="bold")
+    for column in ("name", "baseline", "parameters", "optimizer", "epochs", "batch", "description"):
+        table.add_column(column, justify="right" if column in ("parameters", "epochs", "batch") else "left")
+    for entry in ARCHITECTURES:
+        training = entry.meta.get("training")
+        params = build_model(entry.name).count_params()
+        opt = f"{training.optimizer.name}({training.optimizer.learning_rate:g})" if training else "-"
+        table.add_row(
+            entry.name,
+            "yes" if entry.meta.get("baseline") else "",
+            f"{params:,}",
+            opt,
+            str(training.epochs) if training else "-",
+            str(training.batch_size) if training else "-",
+            entry.description,
+        )
+    out.print(table)
+    spaces = Table(title="search spaces", header_style="bold")
+    spaces.add_column("name")
+    spaces.add_column("widens")
+    spaces.add_column("description")
+    for entry in SEARCH_SPACES:
+        spaces.add_row(entry.name, str(entry.meta.get("widens", "-")), entry.description)
+    out.print(spaces)
+    return 0
+
+
+def cmd_data_check(args: argparse.Namespace, out: Console, err: Console) -> int:
+    workspace = _workspace(args, err)
+    dataset = workspace.dataset(progress=True)
+    out.print(f"[bold]{dataset.root}[/bold]  (cache {dataset.fingerprint})")
+    for line in dataset.report.lines():
+        out.print(line)
+    return 0
+
+
+def _specs(args: argparse.Namespace) -> list:  # noqa: ANN202
+    from dataclasses import replace
+
+    from harness.config import DataConfig, RunSpec, TrainingConfig
+    from harness.registry import ARCHITECTURES
+
+    names: list[str] = []
+    for target in args.targets:
+        names += ARCHITECTURES.names(baseline=True) if target == "baselines" else [ARCHITECTURES.get(target).name]
+    data = DataConfig(protocol=args.protocol, sample=args.sample, seed=args.seed)
+    specs = []
+    for name in dict.fromkeys(names):  # keep order, drop repeats
+        training = ARCHITECTURES.get(name).meta.get("training") or TrainingConfig()
+        overrides = {
+            key: value
+            for key, value in (
+                ("epochs", args.epochs),
+                ("batch_size", args.batch_size),
+                ("time_limit", args.time_limit * 60 if args.time_limit else None),
+            )
+            if value is not None
+        }
+        specs.append(RunSpec(architecture=name, training=replace(training, **overrides), data=data, seed=args.seed))
+    return specs
+
+
+def cmd_run(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from harness.leaderboard import rank, render_table
+    from harness.runner import Runner
+
+    specs = _specs(args)
+    workspace = _workspace(args, err)
+    store = workspace.store()
+    dataset = workspace.dataset(progress=not args.no_progress)
+    runner = Runner(dataset, store, workspace.results, progress=not args.no_progress, console=err)
+    records = []
+    for i, spec in enumerate(specs, 1):
+        err.print(
+            f"[bold]run {i}/{len(specs)}[/bold] {spec.architecture}: {spec.training.epochs} epochs, "
+            f"batch {spec.training.batch_size}, {spec.training.optimizer.name}"
+            f"({spec.training.optimizer.learning_rate:g}), protocol {spec.data.protocol}"
+            + (f", sample {spec.data.sample}" if spec.data.sample else "")
+        )
+        record = runner.run(spec)
+        records.append(record)
+        if record.status == "complete":
+            err.print(
+                f"  [green]complete[/green] val acc {record.val_accuracy:.4f}  val AUC {record.val_auc:.4f}  "
+                f"{record.images_per_second:.0f} img/s  -> {record.artifacts}"
+            )
+        else:
+            err.print(f"  [red]{record.status}[/red]: {record.error}")
+    title = "this run" + (" (synthetic demo data)" if dataset.synthetic else "")
+    out.print(render_table(rank(records), title))
+    return 0 if any(r.status == "complete" for r in records) else 1
+
+
+def cmd_search(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from harness.search import SearchOptions, run_search
+
+    workspace = _workspace(args, err)
+    options = SearchOptions(
+        trials=args.trials,
+        tuner=args.tuner,
+        algorithm=args.algorithm,
+        space=args.space,
+        study=args.study,
+        timeout_minutes=args.timeout,
+        epochs=args.epochs,
+        sample=args.sample,
+        protocol=args.protocol,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        progress=not args.no_progress,
+    )
+    summary = run_search(workspace, options)
+    for line in summary.lines():
+        out.print(line)
+    return 0
+
+
+def cmd_leaderboard(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from harness.leaderboard import rank, render_table, render_text, write_best_submission
+
+    workspace = _workspace(args, err)
+    records = workspace.store().runs(study=args.study)
+    scope = ""
+    if args.data or (not args.all_data and records):
+        dataset = str(workspace.data_dir()) if args.data else records[-1].dataset
+        others = sum(r.dataset != dataset for r in records)
+        records = [r for r in records if r.dataset == dataset]
+        scope = f"runs on {dataset}" + (f" ({others} on other datasets hidden: --all-data)" if others else "")
+    if not records:
+        err.print("no runs yet: start with 'harness run baselines'")
+        return 0
+    frame = rank(records, args.by)
+    synthetic = bool(frame["synthetic"].fillna(False).any())
+    title = f"leaderboard by {args.by}" + (" (synthetic demo data)" if synthetic else "")
+    if args.format == "table":
+        out.print(render_table(frame, title))
+        if scope:
+            err.print(scope)
+    else:
+        sys.stdout.write(render_text(frame, args.format))
+    if not args.no_submission:
+        best = write_best_submission(frame, workspace.submission_path)
+        if best:
+            err.print(f"wrote {workspace.submission_path} from run {best}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from harness.report import write_report
+
+    workspace = _workspace(args, err)
+    path = write_report(workspace, study=args.study)
+    out.print(f"wrote {path}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    # Piped output (a file, CI) gets a wide console so tables are not folded into 80 columns.
+    out = Console() if sys.stdout.isatty() else Console(width=220)
+    err = Console(stderr=True)
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.handler(args, out, err))
+    except HarnessError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        return 2
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted[/yellow]: finished runs are stored; the one in progress is marked interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""Frozen run configuration: what data, how to train, which model; stored verbatim with each run."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from harness.errors import ConfigError
+
+PROTOCOLS = ("seed", "stratified")
+OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    """An optimiser by name, its learning rate and any other constructor arguments."""
+
+    name: str = "adam"
+    learning_rate: float = 1e-3
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.name not in OPTIMIZERS:
+            raise ConfigError(f"unknown optimizer {self.name!r}; choose one of {', '.join(OPTIMIZERS)}")
+        if not self.learning_rate > 0:
+            raise ConfigError(f"learning rate must be positive, got {self.learning_rate}")
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """How one model is fitted. The seed notebook's values are each baseline's defaults."""
+
+    epochs: int = 10
+    batch_size: int = 50
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    # Training stops after the epoch in which this many seconds have passed (None: no limit).
+    time_limit: float | None = None
+    predict_batch_size: int = 512
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ConfigError(f"--epochs must be at least 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch size must be at least 1, got {self.batch_size}")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which labelled images a run sees and how they are split."""
+
+    protocol: str = "seed"
+    sample: int | None = None
+    seed: int = 101
+    val_fraction: float = 0.15
+
+    def __post_init__(self) -> None:
+        if self.protocol not in PROTOCOLS:
+            raise ConfigError(f"--protocol must be one of {', '.join(PROTOCOLS)}, got {self.protocol!r}")
+        if self.sample is not None and self.sample < 4:
+            raise ConfigError(f"--sample must be at least 4, got {self.sample}")
+        if not 0 < self.val_fraction < 1:
+            raise ConfigError(f"validation fraction must be in (0, 1), got {self.val_fraction}")
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a run came from: a baseline, a search trial or an ensemble."""
+
+    kind: str = "baseline"
+    study: str | None = None
+    trial: int | None = None
+    tuner: str | None = None
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything needed to reproduce one trained model."""
+
+    architecture: str
+    arch_kwargs: dict[str, Any] = field(default_factory=dict)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    seed: int = 101
+    origin: Origin = field(default_factory=Origin)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> RunSpec:
+        training = dict(raw.get("training", {}))
+        training["optimizer"] = OptimizerConfig(**training.get("optimizer", {}))
+        return cls(
+            architecture=raw["architecture"],
+            arch_kwargs=dict(raw.get("arch_kwargs", {})),
+            training=TrainingConfig(**training),
+            data=DataConfig(**raw.get("data", {})),
+            seed=raw.get("seed", 101),
+            origin=Origin(**raw.get("origin", {})),
+        )

@@ -1,0 +1,555 @@
+"""Kaggle layout: read and validate labels and images, decode each image once into a uint8 memory-mapped cache."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import socket
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from harness.errors import HarnessError
+
+IMAGE_SHAPE = (96, 96, 3)
+IMAGE_EXTENSIONS = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
+LABELS_CSV = "train_labels.csv"
+SUBMISSION_CSV = "sample_submission.csv"
+SYNTHETIC_MARKER = "HARNESS_SYNTHETIC"
+# An image is "near-blank" (near-uniform) when the pixel standard deviation of each of its channels is below this.
+BLANK_STD = 2.0
+# Bump when the cache's content or layout changes, so old caches are never read.
+CACHE_FORMAT = 1
+_DIGEST_SIZE = 16
+_CHUNK = 256
+_TMP_PREFIX = ".tmp-"
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, eq=False)
+class ImageSet:
+    """Ids, decoded RGB images (a read-only memmap of the cache), labels (train only) and pixel digests."""
+
+    ids: np.ndarray
+    images: np.ndarray
+    labels: np.ndarray | None
+    digests: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+@dataclass(frozen=True)
+class QualityReport:
+    """What a data check found. Blank and duplicate images are reported here, never dropped."""
+
+    n_train: int
+    n_test: int
+    label_counts: dict[int, int]
+    blank_train_ids: list[str]
+    blank_test_ids: list[str]
+    duplicate_groups: list[list[str]]
+    cross_duplicates: list[tuple[str, str]]
+    conflicting_duplicate_groups: list[list[str]] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        counts = ", ".join(f"label {k}: {v}" for k, v in sorted(self.label_counts.items()))
+        n_dup = sum(len(g) for g in self.duplicate_groups)
+        out = [
+            f"train: {self.n_train} labelled images ({counts})",
+            f"test: {self.n_test} images",
+            f"near-blank images (every channel's pixel std < {BLANK_STD:g}): {len(self.blank_train_ids)} train"
+            f"{_examples(self.blank_train_ids)}, {len(self.blank_test_ids)} test{_examples(self.blank_test_ids)}",
+            f"exact duplicates in train: {len(self.duplicate_groups)} groups holding {n_dup} images "
+            f"({n_dup - len(self.duplicate_groups)} redundant copies); the stratified split keeps groups on one side",
+        ]
+        if self.conflicting_duplicate_groups:
+            out.append(
+                f"duplicate groups with conflicting labels: {len(self.conflicting_duplicate_groups)}"
+                f"{_examples([g[0] for g in self.conflicting_duplicate_groups])}"
+            )
+        out.append(f"train/test exact duplicates: {len(self.cross_duplicates)} pairs")
+        out.append("nothing is dropped: blank and duplicate images stay in the data")
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "n_train": self.n_train,
+            "n_test": self.n_test,
+            "label_counts": {str(k): v for k, v in self.label_counts.items()},
+            "blank_train_ids": self.blank_train_ids,
+            "blank_test_ids": self.blank_test_ids,
+            "duplicate_groups": self.duplicate_groups,
+            "cross_duplicates": [list(p) for p in self.cross_duplicates],
+            "conflicting_duplicate_groups": self.conflicting_duplicate_groups,
+        }
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> QualityReport:
+        return cls(
+            n_train=raw["n_train"],
+            n_test=raw["n_test"],
+            label_counts={int(k): v for k, v in raw["label_counts"].items()},
+            blank_train_ids=list(raw["blank_train_ids"]),
+            blank_test_ids=list(raw["blank_test_ids"]),
+            duplicate_groups=[list(g) for g in raw["duplicate_groups"]],
+            cross_duplicates=[(a, b) for a, b in raw["cross_duplicates"]],
+            conflicting_duplicate_groups=[list(g) for g in raw["conflicting_duplicate_groups"]],
+        )
+
+
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    """A validated Kaggle folder, decoded: train and test images, submission order and a quality report."""
+
+    root: Path
+    train: ImageSet
+    test: ImageSet
+    submission_ids: list[str]
+    synthetic: bool
+    report: QualityReport
+    fingerprint: str
+    # True when every array came from an existing cache and nothing was decoded.
+    from_cache: bool
+    cache_path: Path
+
+    def duplicate_group_of_train(self) -> np.ndarray:
+        """An int group per train image; images with identical pixels share a group."""
+        return np.unique(self.train.digests, return_inverse=True)[1].astype(np.int64).reshape(-1)
+
+
+def load_dataset(
+    data_dir: str | Path, cache_dir: str | Path, progress: bool = True, workers: int | None = None
+) -> Dataset:
+    """Validate a Kaggle-layout folder and return its images, decoding them only when the cache is stale."""
+    root = Path(data_dir)
+    if not root.is_dir():
+        raise HarnessError(f"data folder {root} does not exist or is not a folder")
+    labels_csv = root / LABELS_CSV
+    if not labels_csv.is_file():
+        raise HarnessError(f"{labels_csv} is missing: a Kaggle data folder holds train_labels.csv, train/ and test/")
+    labels_bytes = labels_csv.read_bytes()
+    train_ids, train_labels = _read_labels(labels_csv)
+
+    train_files = _scan_folder(root, "train")
+    missing = [i for i in train_ids if i not in train_files]
+    if missing:
+        raise HarnessError(
+            f"{root / 'train'}: image for id {missing[0]} (listed in {LABELS_CSV}) is missing"
+            f" ({len(missing)} of {len(train_ids)} listed images are missing)"
+        )
+    test_files = _scan_folder(root, "test")
+    if not test_files:
+        raise HarnessError(f"{root / 'test'} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+    test_ids = sorted(test_files)
+
+    submission_csv = root / SUBMISSION_CSV
+    submission_bytes = submission_csv.read_bytes() if submission_csv.is_file() else None
+    submission_ids = _read_submission_ids(submission_csv, test_ids) if submission_bytes is not None else test_ids
+
+    train_paths = [train_files[i] for i in train_ids]
+    test_paths = [test_files[i] for i in test_ids]
+    fingerprint = _fingerprint(labels_bytes, submission_bytes, train_paths, test_paths)
+
+    cache_root = Path(cache_dir)
+    cache_root.mkdir(parents=True, exist_ok=True)
+    final = cache_root / fingerprint
+    cached = _open_cache(final, fingerprint, train_ids, test_ids)
+    from_cache = cached is not None
+    if cached is None:
+        n_workers = workers or os.cpu_count() or 1
+        _build_cache(
+            cache_root,
+            final,
+            fingerprint,
+            (train_ids, train_labels, train_paths),
+            (test_ids, test_paths),
+            progress,
+            n_workers,
+        )
+        cached = _open_cache(final, fingerprint, train_ids, test_ids)
+        if cached is None:
+            raise HarnessError(f"cache {final} could not be read back after building it")
+    train, test, report = cached
+    return Dataset(
+        root=root,
+        train=train,
+        test=test,
+        submission_ids=list(submission_ids),
+        synthetic=(root / SYNTHETIC_MARKER).is_file(),
+        report=report,
+        fingerprint=fingerprint,
+        from_cache=from_cache,
+        cache_path=final,
+    )
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def check_plain_id(value: str, where: str) -> None:
+    """Refuse an id that is not a plain file name, before it is ever joined to a path."""
+    reason = None
+    if not value:
+        reason = "it is empty"
+    elif "/" in value or "\\" in value:
+        reason = "it contains a path separator"
+    elif "\0" in value:
+        reason = "it contains a NUL character"
+    elif value.startswith("."):
+        reason = "it starts with a dot" if value not in (".", "..") else "it is a relative path"
+    elif any(ord(c) < 32 or ord(c) == 127 for c in value):
+        reason = "it contains a control character"
+    if reason:
+        raise HarnessError(f"{where}: id {value!r} is not a plain file name ({reason})")
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False, encoding="utf-8")
+    except pd.errors.EmptyDataError:
+        raise HarnessError(f"{path} is empty: expected a header line id,label") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as e:
+        raise HarnessError(f"{path} is not a readable CSV file ({_one_line(e)})") from None
+
+
+def _read_labels(path: Path) -> tuple[list[str], np.ndarray]:
+    df = _read_csv(path)
+    columns = [str(c) for c in df.columns]
+    for required in ("id", "label"):
+        if required not in columns:
+            raise HarnessError(
+                f"{path}: missing column {required!r} (header must be exactly id,label; found {','.join(columns)!r})"
+            )
+    extra = [c for c in columns if c not in ("id", "label")]
+    if extra:
+        raise HarnessError(f"{path}: unexpected column {extra[0]!r} (the header must be exactly id,label)")
+    if df.empty:
+        raise HarnessError(f"{path} has a header but no rows")
+    ids = df["id"].tolist()
+    # Checked before any id is joined to a folder: line numbers count the header as line 1.
+    for line, value in enumerate(ids, start=2):
+        check_plain_id(value, f"{path} line {line}")
+    dup = df["id"].duplicated(keep=False)
+    if dup.any():
+        first = ids[int(np.flatnonzero(dup.to_numpy())[0])]
+        lines = [str(i + 2) for i in np.flatnonzero((df["id"] == first).to_numpy())[:2]]
+        raise HarnessError(f"{path}: id {first} is listed more than once (lines {' and '.join(lines)})")
+    raw = df["label"]
+    numeric = pd.to_numeric(raw.str.strip(), errors="coerce")
+    bad = ~numeric.isin([0, 1]).to_numpy()
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise HarnessError(f"{path} line {i + 2}: label {raw.iloc[i]!r} for id {ids[i]} is not 0 or 1")
+    return ids, numeric.to_numpy().astype(np.uint8)
+
+
+def _read_submission_ids(path: Path, test_ids: list[str]) -> list[str]:
+    df = _read_csv(path)
+    if "id" not in df.columns:
+        raise HarnessError(f"{path}: missing column 'id' (found {','.join(map(str, df.columns))!r})")
+    ids = df["id"].tolist()
+    dup = df["id"].duplicated()
+    if dup.any():
+        raise HarnessError(f"{path}: id {ids[int(np.flatnonzero(dup.to_numpy())[0])]} is listed more than once")
+    listed, present = set(ids), set(test_ids)
+    if listed != present:
+        n_diff = len(listed ^ present)
+        extra = sorted(listed - present)
+        if extra:
+            raise HarnessError(f"{path}: id {extra[0]} has no image in test/ ({n_diff} ids differ from test/)")
+        absent = sorted(present - listed)
+        raise HarnessError(f"{path}: test image {absent[0]} is not listed ({n_diff} ids differ from test/)")
+    return ids
+
+
+def _scan_folder(root: Path, name: str) -> dict[str, Path]:
+    """Map id -> image path by listing the folder once; other files are ignored."""
+    folder = root / name
+    if not folder.is_dir():
+        raise HarnessError(f"{folder} is missing: a Kaggle data folder holds train_labels.csv, train/ and test/")
+    # A file symlink may point anywhere inside the data folder (or the folder it sits in), nowhere else.
+    allowed = (os.path.realpath(root), os.path.realpath(folder))
+    found: dict[str, Path] = {}
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            stem, ext = os.path.splitext(entry.name)
+            if ext.lower() not in IMAGE_EXTENSIONS:
+                continue
+            path = folder / entry.name
+            if entry.is_symlink():
+                target = os.path.realpath(path)
+                if not any(os.path.commonpath([target, a]) == a for a in allowed):
+                    raise HarnessError(f"{path} is a symlink to {target}, outside the data folder {root}; refusing it")
+            if not entry.is_file():
+                continue
+            check_plain_id(stem, str(path))
+            if stem in found:
+                raise HarnessError(f"{path}: id {stem} has two image files ({found[stem].name} and {entry.name})")
+            found[stem] = path
+    return found
+
+
+def decode_image(path: Path) -> np.ndarray:
+    """Decode one image file to a 96x96x3 uint8 RGB array, or raise a HarnessError naming the file."""
+    try:
+        buf = np.fromfile(path, dtype=np.uint8)
+    except OSError as e:
+        raise HarnessError(f"{path}: cannot read the file ({e.strerror or e})") from None
+    if buf.size == 0:
+        raise HarnessError(f"{path}: the file is empty (0 bytes)")
+    try:
+        # UNCHANGED keeps grayscale, alpha and 16-bit images as they are, so they can be refused.
+        img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    except cv2.error:
+        img = None
+    if img is None:
+        raise HarnessError(f"{path}: not a readable image (corrupt, truncated or not an image; {buf.size} bytes)")
+    if img.dtype != np.uint8:
+        raise HarnessError(f"{path}: pixels are {img.dtype} ({img.dtype.itemsize * 8}-bit); expected 8-bit uint8")
+    if img.shape != IMAGE_SHAPE:
+        kind = {2: "grayscale", 3: f"{img.shape[-1]} channels"}.get(img.ndim, f"{img.ndim} dimensions")
+        if img.ndim == 3 and img.shape[-1] == 4:
+            kind = "4 channels (RGBA)"
+        raise HarnessError(f"{path}: shape {img.shape} ({kind}); expected 96x96x3 RGB")
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)  # cv2 decodes to BGR; cvtColor is far faster than [..., ::-1]
+
+
+# ----------------------------------------------------------------------------- cache
+
+
+def _fingerprint(
+    labels_bytes: bytes, submission_bytes: bytes | None, train_paths: list[Path], test_paths: list[Path]
+) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    h.update(f"harness-cache-format={CACHE_FORMAT}\n".encode())
+    h.update(b"labels\0" + labels_bytes + b"\0")
+    h.update(b"submission\0" + (submission_bytes if submission_bytes is not None else b"<none>") + b"\0")
+    for part, paths in (("train", train_paths), ("test", test_paths)):
+        for path in sorted(paths):
+            st = path.stat()
+            h.update(f"{part}/{path.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def _open_cache(
+    final: Path, fingerprint: str, train_ids: list[str], test_ids: list[str]
+) -> tuple[ImageSet, ImageSet, QualityReport] | None:
+    """Open a finished cache, or return None when there is none or it does not match."""
+    meta_path = final / "meta.json"
+    try:
+        meta = json.loads(meta_path.read_text())
+        if meta.get("fingerprint") != fingerprint or meta.get("format") != CACHE_FORMAT:
+            return None
+        sets = []
+        for part, ids in (("train", train_ids), ("test", test_ids)):
+            cached_ids = np.load(final / f"{part}_ids.npy")
+            images = np.load(final / f"{part}_images.npy", mmap_mode="r")
+            digests = np.load(final / f"{part}_digests.npy")
+            labels = np.load(final / "train_labels.npy") if part == "train" else None
+            if cached_ids.tolist() != ids or images.shape != (len(ids), *IMAGE_SHAPE) or len(digests) != len(ids):
+                return None
+            sets.append(ImageSet(ids=cached_ids, images=images, labels=labels, digests=digests))
+        return sets[0], sets[1], QualityReport.from_dict(meta["report"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _build_cache(
+    cache_root: Path,
+    final: Path,
+    fingerprint: str,
+    train: tuple[list[str], np.ndarray, list[Path]],
+    test: tuple[list[str], list[Path]],
+    progress: bool,
+    workers: int,
+) -> None:
+    """Decode everything into a temporary folder, then rename it into place: a half build never looks valid."""
+    (train_ids, train_labels, train_paths), (test_ids, test_paths) = train, test
+    _remove_dead_builds(cache_root)
+    # The host and pid in the name let a later build remove what a killed build left behind.
+    prefix = f"{_TMP_PREFIX}{fingerprint}-{socket.gethostname()}-{os.getpid()}-"
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=cache_root))
+    try:
+        start = time.perf_counter()
+        with _ProgressBar(progress) as advance:
+            train_digests, train_std = _decode_all(tmp / "train_images.npy", train_paths, workers, advance, "train")
+            test_digests, test_std = _decode_all(tmp / "test_images.npy", test_paths, workers, advance, "test")
+        seconds = time.perf_counter() - start
+        n = len(train_paths) + len(test_paths)
+        log.info("decoded %d images in %.1f s (%.0f images/s)", n, seconds, n / max(seconds, 1e-9))
+        np.save(tmp / "train_ids.npy", np.asarray(train_ids, dtype=str))
+        np.save(tmp / "test_ids.npy", np.asarray(test_ids, dtype=str))
+        np.save(tmp / "train_labels.npy", train_labels.astype(np.uint8))
+        np.save(tmp / "train_digests.npy", train_digests)
+        np.save(tmp / "test_digests.npy", test_digests)
+        report = _quality_report(train_ids, train_labels, train_digests, train_std, test_ids, test_digests, test_std)
+        meta = {
+            "format": CACHE_FORMAT,
+            "fingerprint": fingerprint,
+            "n_train": len(train_ids),
+            "n_test": len(test_ids),
+            "decode_seconds": round(seconds, 3),
+            "report": report.to_dict(),
+        }
+        (tmp / "meta.json").write_text(json.dumps(meta))
+        for path in tmp.iterdir():  # on disk before the rename makes the cache visible
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())
+        if final.exists():
+            # A stale or broken cache under this name: move it aside first (a rename cannot replace a full folder).
+            aside = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}old-", dir=cache_root))
+            os.replace(final, aside / "old")
+            shutil.rmtree(aside, ignore_errors=True)
+        try:
+            os.replace(tmp, final)
+        except OSError:
+            # Another process finished the same cache first; its copy is as good as ours.
+            if not (final / "meta.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _remove_dead_builds(cache_root: Path) -> None:
+    """Delete temporary folders left by builds on this host whose process no longer exists."""
+    host = socket.gethostname()
+    for entry in cache_root.glob(f"{_TMP_PREFIX}*-{host}-*-*"):
+        try:
+            pid = int(entry.name.rsplit("-", 2)[-2])
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(entry, ignore_errors=True)
+        except (ValueError, PermissionError, IndexError):
+            continue
+
+
+def _decode_all(
+    out_path: Path, paths: list[Path], workers: int, advance: Callable[[str, int, int], None], part: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Decode `paths` in parallel into a new .npy memmap; return per-image digests and largest channel std."""
+    images = np.lib.format.open_memmap(out_path, mode="w+", dtype=np.uint8, shape=(len(paths), *IMAGE_SHAPE))
+    digests = np.zeros(len(paths), dtype=f"S{_DIGEST_SIZE}")
+    stds = np.zeros(len(paths), dtype=np.float32)
+
+    def work(lo: int, hi: int) -> int:
+        for i in range(lo, hi):
+            images[i] = decode_image(paths[i])
+            # cv2 and hashlib release the GIL, so threads decode in parallel.
+            digests[i] = hashlib.blake2b(images[i], digest_size=_DIGEST_SIZE).digest()
+            stds[i] = cv2.meanStdDev(images[i])[1].max()
+        return hi - lo
+
+    advance(part, 0, len(paths))
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        pending = {pool.submit(work, lo, min(lo + _CHUNK, len(paths))) for lo in range(0, len(paths), _CHUNK)}
+        while pending:
+            done, pending = wait(pending, timeout=0.2, return_when=FIRST_EXCEPTION)
+            for fut in done:
+                if fut.exception() is not None:
+                    for other in pending:
+                        other.cancel()
+                    raise fut.exception()  # type: ignore[misc]
+                advance(part, fut.result(), len(paths))
+    images.flush()  # the memmap closes when this function returns
+    return digests, stds
+
+
+class _ProgressBar:
+    """A rich progress bar with images/s on stderr, or a no-op; used as `with ... as advance`."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.tasks: dict[str, Any] = {}
+        self.bar: Any = None
+
+    def __enter__(self) -> Callable[[str, int, int], None]:
+        if not self.enabled:
+            return lambda part, n, total: None
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.bar = Progress(
+            TextColumn("decoding {task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]} images/s"),
+            TimeElapsedColumn(),
+            console=Console(stderr=True),
+        )
+        self.bar.__enter__()
+        return self._advance
+
+    def _advance(self, part: str, n: int, total: int) -> None:
+        if part not in self.tasks:
+            self.tasks[part] = self.bar.add_task(part, total=total, rate="-")
+        task_id = self.tasks[part]
+        self.bar.advance(task_id, n)
+        task = self.bar.tasks[task_id]
+        elapsed = task.elapsed or 0.0
+        if elapsed > 0:
+            self.bar.update(task_id, rate=f"{task.completed / elapsed:,.0f}")
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+
+
+# ----------------------------------------------------------------------------- quality report
+
+
+def _quality_report(
+    train_ids: list[str],
+    train_labels: np.ndarray,
+    train_digests: np.ndarray,
+    train_std: np.ndarray,
+    test_ids: list[str],
+    test_digests: np.ndarray,
+    test_std: np.ndarray,
+) -> QualityReport:
+    groups: dict[bytes, list[int]] = defaultdict(list)
+    for i, d in enumerate(train_digests.tolist()):
+        groups[d].append(i)
+    duplicate_groups = [idx for idx in groups.values() if len(idx) > 1]
+    cross = [(train_ids[i], test_ids[j]) for j, d in enumerate(test_digests.tolist()) if d in groups for i in groups[d]]
+    return QualityReport(
+        n_train=len(train_ids),
+        n_test=len(test_ids),
+        label_counts={0: int((train_labels == 0).sum()), 1: int((train_labels == 1).sum())},
+        blank_train_ids=_ids_where(train_ids, train_std < BLANK_STD),
+        blank_test_ids=_ids_where(test_ids, test_std < BLANK_STD),
+        duplicate_groups=[[train_ids[i] for i in g] for g in duplicate_groups],
+        cross_duplicates=cross,
+        conflicting_duplicate_groups=[
+            [train_ids[i] for i in g] for g in duplicate_groups if len({int(train_labels[i]) for i in g}) > 1
+        ],
+    )
+
+
+def _ids_where(ids: list[str], mask: np.ndarray) -> list[str]:
+    return [ids[i] for i in np.flatnonzero(mask)]
+
+
+def _examples(ids: Iterable[str], k: int = 3) -> str:
+    ids = list(ids)
+    if not ids:
+        return ""
+    more = f", +{len(ids) - k} more" if len(ids) > k else ""
+    return f" (e.g. {', '.join(ids[:k])}{more})"
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__

@@ -1,0 +1,73 @@
+"""Shared test helpers: tiny Kaggle-layout folders written on demand."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from harness.demo import make_id, render_patch
+
+
+def write_image(path: Path, rgb: np.ndarray) -> Path:
+    """Write an RGB (or any cv2-writable) array; cv2 wants BGR for 3-channel images."""
+    arr = rgb[..., ::-1] if rgb.ndim == 3 and rgb.shape[-1] == 3 else rgb
+    assert cv2.imwrite(str(path), np.ascontiguousarray(arr)), path
+    return path
+
+
+def make_kaggle_folder(
+    root: Path,
+    n_train: int = 20,
+    n_test: int = 6,
+    ext: str = ".tif",
+    seed: int = 0,
+    sample_submission: bool = True,
+) -> Path:
+    """A tiny Kaggle folder: train/, test/, train_labels.csv (balanced) and optionally sample_submission.csv."""
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    (root / "train").mkdir(parents=True)
+    (root / "test").mkdir()
+    labels = np.arange(n_train) % 2
+    train_ids = [make_id(seed, "test-train", i) for i in range(n_train)]
+    for id_, label in zip(train_ids, labels, strict=True):
+        write_image(root / "train" / f"{id_}{ext}", render_patch(rng, int(label)))
+    (root / "train_labels.csv").write_text(
+        "id,label\n" + "".join(f"{i},{v}\n" for i, v in zip(train_ids, labels, strict=True))
+    )
+    test_ids = [make_id(seed, "test-test", i) for i in range(n_test)]
+    for i, id_ in enumerate(test_ids):
+        write_image(root / "test" / f"{id_}{ext}", render_patch(rng, i % 2))
+    if sample_submission:
+        (root / "sample_submission.csv").write_text("id,label\n" + "".join(f"{i},0\n" for i in test_ids))
+    return root
+
+
+def train_ids_of(root: Path) -> list[str]:
+    """The ids of train_labels.csv, in order."""
+    return [line.split(",")[0] for line in (Path(root) / "train_labels.csv").read_text().splitlines()[1:]]
+
+
+@pytest.fixture
+def make_kaggle(tmp_path: Path) -> Callable[..., Path]:
+    """Factory: make_kaggle(name="data", **kwargs) writes a folder under tmp_path via make_kaggle_folder."""
+
+    def make(name: str = "data", **kwargs) -> Path:
+        return make_kaggle_folder(tmp_path / name, **kwargs)
+
+    return make
+
+
+@pytest.fixture
+def kaggle_folder(make_kaggle: Callable[..., Path]) -> Path:
+    """A tiny .tif Kaggle folder (20 train, 6 test)."""
+    return make_kaggle()
+
+
+@pytest.fixture
+def cache_dir(tmp_path: Path) -> Path:
+    return tmp_path / "cache"
