@@ -2,19 +2,54 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import keras
 import numpy as np
 
 
+@contextlib.contextmanager
+def _stderr_fd_silenced() -> Iterator[None]:
+    """Silence writes to file descriptor 2 (C++ libraries), leaving Python's own exceptions untouched."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def quiet_start() -> None:
+    """Start the backend without TensorFlow's C++ start-up lines (oneDNN, CUDA probing) on the terminal.
+
+    Set HARNESS_VERBOSE=1 to see them, e.g. when a GPU is not found.
+    """
+    if os.environ.get("HARNESS_VERBOSE"):
+        return
+    with _stderr_fd_silenced():
+        import keras  # imports the backend
+
+        if keras.config.backend() == "tensorflow":
+            import tensorflow as tf
+
+            tf.config.list_physical_devices("GPU")  # device probing prints too: do it now, silenced
+            tf.get_logger().setLevel("ERROR")  # e.g. retracing notes for the last, smaller batch
+
+
 def backend_name() -> str:
+    import keras
+
     return keras.config.backend()
 
 
@@ -56,6 +91,8 @@ def git_commit() -> str | None:
 
 def environment() -> dict[str, Any]:
     """What a run ran on: stored with every run record so results can be compared honestly."""
+    import keras
+
     from harness import __version__
 
     return {

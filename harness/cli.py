@@ -9,9 +9,9 @@ from collections.abc import Sequence
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # keep TensorFlow's C++ start-up chatter (cuInit...) quiet
 
-from rich.console import Console  # noqa: E402
+from rich.console import Console
 
-from harness.errors import HarnessError  # noqa: E402
+from harness.errors import HarnessError
 
 EXAMPLES = """\
 examples:
@@ -29,7 +29,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--results", metavar="DIR", help="where runs, caches and submissions go (default: ./results)")
     group.add_argument(
-        "--storage", metavar="URL", help="run store, e.g. postgresql://host/db (default: sqlite:///<results>/harness.db)"
+        "--storage",
+        metavar="URL",
+        help="run store, e.g. postgresql://host/db (default: sqlite:///<results>/harness.db)",
     )
 
 
@@ -64,6 +66,32 @@ def _budget(parser: argparse.ArgumentParser) -> None:
         "--time-limit", type=_positive_float, metavar="MINUTES", help="stop a model's training after this long"
     )
     group.add_argument("--no-progress", action="store_true", help="no live progress display")
+    tricks = parser.add_argument_group("augmentation and validation")
+    tricks.add_argument(
+        "--augment", action="store_true", help="shorthand: --dihedral --brightness .1 --contrast .1 --hue .02"
+    )
+    tricks.add_argument("--dihedral", action="store_true", help="random flips and 90-degree rotations in training")
+    tricks.add_argument("--brightness", type=float, metavar="F", help="random brightness shift up to F (0..1)")
+    tricks.add_argument("--contrast", type=float, metavar="F", help="random contrast change up to F (0..1)")
+    tricks.add_argument("--hue", type=float, metavar="F", help="random hue rotation up to F of the colour circle")
+    tricks.add_argument(
+        "--crop", choices=("random", "centre"), help="crop to --crop-size: random (centre at test) or centre"
+    )
+    tricks.add_argument("--crop-size", type=_positive_int, default=72, metavar="PX", help="crop side (default 72)")
+    tricks.add_argument(
+        "--tta",
+        type=int,
+        choices=(1, 2, 4, 8),
+        default=1,
+        help="test-time augmentation: average over this many dihedral transforms (default 1: off)",
+    )
+    tricks.add_argument(
+        "--folds",
+        type=_positive_int,
+        default=1,
+        metavar="K",
+        help="K-fold cross-validation (needs --protocol stratified); metric = mean ± std over folds",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -89,7 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="train registered architectures: 'baselines' or names from 'harness list'",
         description="Train, validate and predict; each run is recorded in the store with its artifacts.",
     )
-    p.add_argument("targets", nargs="+", metavar="ARCH", help="'baselines' (the seed's three CNNs) or architecture names")
+    p.add_argument(
+        "targets", nargs="+", metavar="ARCH", help="'baselines' (the seed's three CNNs) or architecture names"
+    )
     _common(p)
     _budget(p)
     p.set_defaults(handler=cmd_run)
@@ -97,8 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("search", help="hyperparameter search with Optuna or KerasTuner")
     p.add_argument("--trials", type=_positive_int, default=50, help="trials in the study, in total (default 50)")
     p.add_argument("--tuner", choices=("optuna", "keras-tuner"), default="optuna")
-    p.add_argument("--algorithm", choices=("hyperband", "bayesian", "random"), default="bayesian",
-                   help="KerasTuner's search algorithm (default bayesian)")  # fmt: skip
+    p.add_argument("--algorithm", choices=("hyperband", "bayesian", "random"),
+                   help="KerasTuner's search algorithm (default bayesian; Optuna always uses TPE)")  # fmt: skip
     p.add_argument("--space", default="widen", help="search space from 'harness list' (default widen)")
     p.add_argument("--study", help="study name; rerunning with the same name continues it (default: <space>-<tuner>)")
     p.add_argument("--timeout", type=_positive_float, metavar="MINUTES", help="stop starting trials after this long")
@@ -115,6 +145,13 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.set_defaults(handler=cmd_leaderboard)
 
+    p = sub.add_parser("ensemble", help="blend the top runs' probabilities; recorded and ranked as a run")
+    p.add_argument("--top", type=_positive_int, default=3, metavar="K", help="how many runs to blend (default 3)")
+    p.add_argument("--by", choices=("val_accuracy", "val_auc"), default="val_auc", help="ranking metric")
+    p.add_argument("--study", help="only the runs of this study")
+    _common(p)
+    p.set_defaults(handler=cmd_ensemble)
+
     p = sub.add_parser("report", help="does a bigger network do better? plots and a verdict in report.md")
     p.add_argument("--study", help="only this study's trials (baselines are always included)")
     _common(p)
@@ -122,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _workspace(args: argparse.Namespace, console: Console):  # noqa: ANN202
+def _workspace(args: argparse.Namespace, console: Console):
     from harness.workspace import Workspace
 
     return Workspace.from_flags(args.data, args.results, args.storage, console)
@@ -169,7 +206,23 @@ def cmd_data_check(args: argparse.Namespace, out: Console, err: Console) -> int:
     return 0
 
 
-def _specs(args: argparse.Namespace) -> list:  # noqa: ANN202
+def augment_config(args: argparse.Namespace):
+    """The augmentation flags as an AugmentConfig; --augment is a preset that explicit flags override."""
+    from harness.config import AugmentConfig
+
+    preset = {"dihedral": True, "brightness": 0.1, "contrast": 0.1, "hue": 0.02} if args.augment else {}
+    given = {
+        "dihedral": args.dihedral or None,
+        "brightness": args.brightness,
+        "contrast": args.contrast,
+        "hue": args.hue,
+        "crop": args.crop,
+    }
+    values = preset | {k: v for k, v in given.items() if v is not None}
+    return AugmentConfig(**values, crop_size=args.crop_size)
+
+
+def _specs(args: argparse.Namespace) -> list:
     from dataclasses import replace
 
     from harness.config import DataConfig, RunSpec, TrainingConfig
@@ -178,7 +231,8 @@ def _specs(args: argparse.Namespace) -> list:  # noqa: ANN202
     names: list[str] = []
     for target in args.targets:
         names += ARCHITECTURES.names(baseline=True) if target == "baselines" else [ARCHITECTURES.get(target).name]
-    data = DataConfig(protocol=args.protocol, sample=args.sample, seed=args.seed)
+    data = DataConfig(protocol=args.protocol, sample=args.sample, seed=args.seed, folds=args.folds)
+    augment = augment_config(args)
     specs = []
     for name in dict.fromkeys(names):  # keep order, drop repeats
         training = ARCHITECTURES.get(name).meta.get("training") or TrainingConfig()
@@ -188,6 +242,8 @@ def _specs(args: argparse.Namespace) -> list:  # noqa: ANN202
                 ("epochs", args.epochs),
                 ("batch_size", args.batch_size),
                 ("time_limit", args.time_limit * 60 if args.time_limit else None),
+                ("augment", augment),
+                ("tta", args.tta),
             )
             if value is not None
         }
@@ -229,6 +285,8 @@ def cmd_run(args: argparse.Namespace, out: Console, err: Console) -> int:
 def cmd_search(args: argparse.Namespace, out: Console, err: Console) -> int:
     from harness.search import SearchOptions, run_search
 
+    if args.time_limit:
+        raise HarnessError("--time-limit does not apply to search: every trial trains for --epochs; see --timeout")
     workspace = _workspace(args, err)
     options = SearchOptions(
         trials=args.trials,
@@ -280,6 +338,22 @@ def cmd_leaderboard(args: argparse.Namespace, out: Console, err: Console) -> int
     return 0
 
 
+def cmd_ensemble(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from harness.ensemble import blend, choose_members
+
+    workspace = _workspace(args, err)
+    store = workspace.store()
+    records = store.runs(study=args.study)
+    if records:
+        latest = records[-1].dataset
+        records = [r for r in records if r.dataset == (str(workspace.data_dir()) if args.data else latest)]
+    members = choose_members(records, args.top, args.by)
+    record = blend(store, workspace.results, members, args.by)
+    out.print(f"ensemble {record.run_id} of {len(members)} runs: " + ", ".join(m.run_id for m in members))
+    out.print(f"val acc {record.val_accuracy:.4f}  val AUC {record.val_auc:.4f}  submission {record.submission}")
+    return 0
+
+
 def cmd_report(args: argparse.Namespace, out: Console, err: Console) -> int:
     from harness.report import write_report
 
@@ -294,6 +368,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Console() if sys.stdout.isatty() else Console(width=220)
     err = Console(stderr=True)
     args = build_parser().parse_args(argv)
+    from harness.backend import quiet_start
+
+    quiet_start()
     try:
         return int(args.handler(args, out, err))
     except HarnessError as exc:

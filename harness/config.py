@@ -27,6 +27,34 @@ class OptimizerConfig:
             raise ConfigError(f"learning rate must be positive, got {self.learning_rate}")
 
 
+CROPS = ("random", "centre")
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Training-time augmentation: on the device, as Keras layers, so the feed stays uint8 on every backend."""
+
+    dihedral: bool = False  # the 8 flips and 90-degree rotations
+    brightness: float = 0.0  # max shift, as a fraction of the 0..255 range
+    contrast: float = 0.0  # max relative change
+    hue: float = 0.0  # max hue rotation, as a fraction of the colour circle
+    crop: str | None = None  # "random" in training and centre at inference, or always "centre"
+    crop_size: int = 72
+
+    def __post_init__(self) -> None:
+        for name in ("brightness", "contrast", "hue"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ConfigError(f"--{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.crop is not None and self.crop not in CROPS:
+            raise ConfigError(f"--crop must be one of {', '.join(CROPS)}, got {self.crop!r}")
+        if not 32 <= self.crop_size <= 96:
+            raise ConfigError(f"--crop-size must keep the centre 32x32 and fit in 96, got {self.crop_size}")
+
+    @property
+    def active(self) -> bool:
+        return self.dihedral or bool(self.brightness or self.contrast or self.hue or self.crop)
+
+
 @dataclass(frozen=True)
 class TrainingConfig:
     """How one model is fitted. The seed notebook's values are each baseline's defaults."""
@@ -37,12 +65,17 @@ class TrainingConfig:
     # Training stops after the epoch in which this many seconds have passed (None: no limit).
     time_limit: float | None = None
     predict_batch_size: int = 512
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    # Test-time augmentation: average predictions over this many dihedral transforms (1 = off).
+    tta: int = 1
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
             raise ConfigError(f"--epochs must be at least 1, got {self.epochs}")
         if self.batch_size < 1:
             raise ConfigError(f"batch size must be at least 1, got {self.batch_size}")
+        if self.tta not in (1, 2, 4, 8):
+            raise ConfigError(f"--tta must be 1, 2, 4 or 8, got {self.tta}")
 
 
 @dataclass(frozen=True)
@@ -53,6 +86,8 @@ class DataConfig:
     sample: int | None = None
     seed: int = 101
     val_fraction: float = 0.15
+    folds: int = 1  # K > 1: K-fold cross-validation, every image validated once (out of fold)
+    near_duplicates: bool = True  # stratified protocol: keep near-duplicate images on one side too
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
@@ -61,6 +96,10 @@ class DataConfig:
             raise ConfigError(f"--sample must be at least 4, got {self.sample}")
         if not 0 < self.val_fraction < 1:
             raise ConfigError(f"validation fraction must be in (0, 1), got {self.val_fraction}")
+        if self.folds < 1:
+            raise ConfigError(f"--folds must be at least 1, got {self.folds}")
+        if self.folds > 1 and self.protocol != "stratified":
+            raise ConfigError("--folds needs --protocol stratified: the seed protocol is one fixed 85/15 split")
 
 
 @dataclass(frozen=True)
@@ -91,6 +130,7 @@ class RunSpec:
     def from_dict(cls, raw: dict[str, Any]) -> RunSpec:
         training = dict(raw.get("training", {}))
         training["optimizer"] = OptimizerConfig(**training.get("optimizer", {}))
+        training["augment"] = AugmentConfig(**training.get("augment", {}))
         return cls(
             architecture=raw["architecture"],
             arch_kwargs=dict(raw.get("arch_kwargs", {})),

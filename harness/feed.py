@@ -7,6 +7,8 @@ import math
 import keras
 import numpy as np
 
+from harness.augment import dihedral
+
 
 class ImageBatches(keras.utils.PyDataset):
     """Index-addressed batches over `images[indices]`; uint8 stays uint8 (the model rescales on the device).
@@ -23,6 +25,7 @@ class ImageBatches(keras.utils.PyDataset):
         batch_size: int = 50,
         shuffle: bool = False,
         seed: int = 0,
+        transform: int = 0,
     ) -> None:
         super().__init__()
         self.images = images
@@ -30,6 +33,7 @@ class ImageBatches(keras.utils.PyDataset):
         self.labels = labels
         self.batch_size = batch_size
         self.shuffle = shuffle
+        self.transform = transform  # a dihedral element (0 = identity), for test-time augmentation
         self._rng = np.random.default_rng(seed)
         self._order = self.indices.copy()
         if shuffle:
@@ -43,6 +47,8 @@ class ImageBatches(keras.utils.PyDataset):
         order = np.argsort(picked, kind="stable")
         rows = picked[order]
         x = np.asarray(self.images[rows])
+        if self.transform:
+            x = dihedral(x, self.transform)
         if self.labels is None:
             # Predictions must come back in the caller's order, so undo the sort.
             return x[np.argsort(order, kind="stable")]

@@ -53,6 +53,8 @@ def rank(records: list[RunRecord], by: str = "val_accuracy") -> pd.DataFrame:
             "status": r.status,
             "val_accuracy": r.val_accuracy,
             "val_auc": r.val_auc,
+            "val_accuracy_std": r.val_accuracy_std,
+            "val_auc_std": r.val_auc_std,
             "parameters": r.parameters,
             "epochs": r.epochs_run,
             "seconds": r.seconds,
@@ -66,7 +68,8 @@ def rank(records: list[RunRecord], by: str = "val_accuracy") -> pd.DataFrame:
         }
         for r in records
     ]
-    frame = pd.DataFrame(rows, columns=[*COLUMNS[1:], "error", "dataset", "synthetic", "created_at"])
+    extra = ["val_accuracy_std", "val_auc_std", "error", "dataset", "synthetic", "created_at"]
+    frame = pd.DataFrame(rows, columns=[*COLUMNS[1:], *extra])
     scored = frame["status"].eq("complete") & frame[by].notna()
     done = frame[scored].sort_values([by, other, "created_at"], ascending=[False, False, True], na_position="last")
     rest = frame[~scored].sort_values("created_at")
@@ -91,6 +94,14 @@ def _cell(value: object, column: str) -> str:
     return str(value)
 
 
+def _row_cells(row: pd.Series) -> list[str]:
+    cells = [_cell(row[c], c) for c in COLUMNS]
+    for metric in ("val_accuracy", "val_auc"):  # cross-validated runs show their spread over folds
+        if pd.notna(row.get(f"{metric}_std")):
+            cells[COLUMNS.index(metric)] += f" ± {row[f'{metric}_std']:.4f}"
+    return cells
+
+
 def render_table(frame: pd.DataFrame, title: str) -> Table:
     table = Table(title=title, header_style="bold")
     for column in COLUMNS:
@@ -98,18 +109,18 @@ def render_table(frame: pd.DataFrame, title: str) -> Table:
         table.add_column(HEADERS.get(column, column), justify=justify, no_wrap=column in ("run", "submission"))
     for _, row in frame.iterrows():
         style = None if row["status"] == "complete" else "dim"
-        table.add_row(*(_cell(row[c], c) for c in COLUMNS), style=style)
+        table.add_row(*_row_cells(row), style=style)
     return table
 
 
 def render_text(frame: pd.DataFrame, fmt: str) -> str:
-    out = frame[COLUMNS].copy()
+    out = frame[[*COLUMNS, "val_accuracy_std", "val_auc_std"]].copy()
     if fmt == "csv":
         return out.to_csv(index=False)
     if fmt == "markdown":
         header = "| " + " | ".join(COLUMNS) + " |"
         rule = "|" + "|".join("---" for _ in COLUMNS) + "|"
-        lines = ["| " + " | ".join(_cell(row[c], c) for c in COLUMNS) + " |" for _, row in out.iterrows()]
+        lines = ["| " + " | ".join(_row_cells(row)) + " |" for _, row in out.iterrows()]
         return "\n".join([header, rule, *lines]) + "\n"
     raise HarnessError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import secrets
-import shutil
 import time
 import traceback
 from collections.abc import Sequence
@@ -20,16 +20,17 @@ from rich.console import Console
 from harness import plots
 from harness.atomic import atomic_path, write_text
 from harness.backend import environment
+from harness.augment import TTA_TRANSFORMS
 from harness.config import RunSpec
-from harness.data import IMAGE_SHAPE, Dataset
+from harness.data import Dataset
 from harness.feed import ImageBatches
 from harness.metrics import binary_metrics
 from harness.progress import RichProgress
 from harness.registry import build_model
-from harness.splits import Split, make_split
+from harness.splits import Split, make_splits
 from harness.store import RunRecord, RunStore
 from harness.submission import build_submission, write_submission
-from harness.train import compile_model, fit, with_rescaling
+from harness.train import FitResult, compile_model, fit, model_input_shape, with_input_pipeline
 
 
 def new_run_id(architecture: str) -> str:
@@ -54,12 +55,12 @@ class Runner:
     def __post_init__(self) -> None:
         self.results_dir = Path(self.results_dir)
         self.console = self.console or Console(stderr=True)
-        self._splits: dict[Any, Split] = {}
+        self._splits: dict[Any, list[Split]] = {}
 
-    def split_for(self, spec: RunSpec) -> Split:
-        key = (spec.data.protocol, spec.data.sample, spec.data.seed, spec.data.val_fraction)
+    def splits_for(self, spec: RunSpec) -> list[Split]:
+        key = dataclasses.astuple(spec.data)
         if key not in self._splits:
-            self._splits[key] = make_split(self.dataset, spec.data)
+            self._splits[key] = make_splits(self.dataset, spec.data)
         return self._splits[key]
 
     def run(
@@ -74,7 +75,7 @@ class Runner:
         run_id = run_id or new_run_id(spec.architecture)
         folder = self.results_dir / "runs" / run_id
         folder.mkdir(parents=True, exist_ok=True)
-        split = self.split_for(spec)
+        splits = self.splits_for(spec)
         env = environment()
         self.store.start(
             run_id,
@@ -85,8 +86,10 @@ class Runner:
             tuner=spec.origin.tuner,
             spec=spec.to_dict(),
             hyperparameters=hyperparameters,
-            n_train=len(split.train),
-            n_val=len(split.val),
+            n_train=len(splits[0].train),
+            n_val=sum(len(s.val) for s in splits),
+            folds=len(splits),
+            tta=spec.training.tta,
             dataset=str(self.dataset.root),
             synthetic=self.dataset.synthetic,
             backend=env["backend"],
@@ -95,7 +98,7 @@ class Runner:
         )
         write_text(folder / "spec.json", json.dumps(spec.to_dict(), indent=2, default=str))
         try:
-            values = self._train_and_predict(spec, split, folder, callbacks)
+            values = self._cross_validate(spec, splits, folder, callbacks)
         except KeyboardInterrupt:
             self.store.update(run_id, status="interrupted", error="interrupted by the user (Ctrl-C)")
             raise
@@ -111,63 +114,98 @@ class Runner:
             keras.backend.clear_session()  # keep memory flat across many runs in one process
         return self.store.get(run_id)
 
-    def _train_and_predict(
-        self, spec: RunSpec, split: Split, folder: Path, callbacks: Sequence[keras.callbacks.Callback]
+    def _cross_validate(
+        self, spec: RunSpec, splits: list[Split], folder: Path, callbacks: Sequence[keras.callbacks.Callback]
     ) -> dict[str, Any]:
+        """Fit one model per split; out-of-fold validation predictions; test predictions averaged over models.
+
+        With one split this is a plain train/validation run. With K folds, every sampled image is predicted once
+        by the model that did not train on it, and the metrics are the mean and spread over folds.
+        """
+        train_set = self.dataset.train
+        val_probs: list[np.ndarray] = []
+        test_probs = np.zeros(len(self.dataset.test))
+        fold_metrics, fits = [], []
+        for k, split in enumerate(splits, start=1):
+            label = spec.architecture if len(splits) == 1 else f"{spec.architecture} fold {k}/{len(splits)}"
+            where = folder if len(splits) == 1 else folder / f"fold{k}"
+            model, result, probs = self._fit(spec, split, where, callbacks, label)
+            val_probs.append(probs)
+            fold_metrics.append(binary_metrics(train_set.labels[split.val], probs))
+            fits.append(result)
+            test_probs += predict(model, self.dataset.test.images, np.arange(len(self.dataset.test)), spec) / len(
+                splits
+            )
+            parameters = int(model.count_params())
+            del model
+            keras.backend.clear_session()
+
+        val_index = np.concatenate([s.val for s in splits])
+        probs = np.concatenate(val_probs)
+        labels = train_set.labels[val_index]
+        with atomic_path(folder / "val_predictions.csv") as tmp:
+            frame = pd.DataFrame({"id": train_set.ids[val_index], "label": labels, "probability": probs})
+            if len(splits) > 1:
+                frame["fold"] = np.repeat(np.arange(1, len(splits) + 1), [len(s.val) for s in splits])
+            frame.to_csv(tmp, index=False, float_format="%.6f")
+        plots.roc(labels, probs, f"{spec.architecture} ({folder.name})", folder / "roc.png")
+        submission = build_submission(list(self.dataset.test.ids), test_probs, self.dataset.submission_ids)
+        write_submission(submission, folder / "submission.csv")
+
+        spread = pd.DataFrame(fold_metrics)
+        values: dict[str, Any] = {key: float(spread[key].mean()) for key in spread}
+        if len(splits) > 1:
+            values["val_accuracy_std"] = float(spread["val_accuracy"].std(ddof=1))
+            values["val_auc_std"] = float(spread["val_auc"].std(ddof=1))
+        seconds = sum(f.seconds for f in fits)
+        return {
+            **values,
+            "best_epoch": int(np.median([f.best_epoch for f in fits])),
+            "epochs_run": max(f.epochs_run for f in fits),
+            "seconds": seconds,
+            "images_per_second": float(np.mean([f.images_per_second for f in fits])),
+            "parameters": parameters,
+            "submission": str(folder / "submission.csv"),
+        }
+
+    def _fit(
+        self, spec: RunSpec, split: Split, folder: Path, callbacks: Sequence[keras.callbacks.Callback], label: str
+    ) -> tuple[keras.Model, FitResult, np.ndarray]:
+        """Build, fit and save one model; return it, its fit and its validation probabilities."""
         keras.backend.clear_session()
         keras.utils.set_random_seed(spec.seed)
+        augment = spec.training.augment
+        core = build_model(spec.architecture, model_input_shape(augment), **spec.arch_kwargs)
+        model = compile_model(with_input_pipeline(core, augment, spec.seed), spec.training)
         train_set = self.dataset.train
-        model = with_rescaling(build_model(spec.architecture, IMAGE_SHAPE, **spec.arch_kwargs))
-        compile_model(model, spec.training)
         batch = spec.training.batch_size
         train = ImageBatches(train_set.images, split.train, train_set.labels, batch, shuffle=True, seed=spec.seed)
         val = ImageBatches(train_set.images, split.val, train_set.labels, batch)
         extra = list(callbacks)
         if self.progress:
-            extra.append(RichProgress(spec.architecture, spec.training.epochs, self.console))
+            extra.append(RichProgress(label, spec.training.epochs, self.console))
         result = fit(model, train, val, spec.training, extra)
 
-        val_probs = predict(model, train_set.images, split.val, spec.training.predict_batch_size)
-        val_labels = train_set.labels[split.val]
-        metrics = binary_metrics(val_labels, val_probs)
-
+        probs = predict(model, train_set.images, split.val, spec)
+        folder.mkdir(parents=True, exist_ok=True)
         with atomic_path(folder / "model.keras") as tmp:
             model.save(tmp)
-        history = result.history
         with atomic_path(folder / "history.csv") as tmp:
-            history.to_csv(tmp, index=False)
-        with atomic_path(folder / "val_predictions.csv") as tmp:
-            pd.DataFrame({"id": train_set.ids[split.val], "label": val_labels, "probability": val_probs}).to_csv(
-                tmp, index=False, float_format="%.6f"
-            )
-        title = f"{spec.architecture} ({folder.name})"
-        plots.learning_curve(history, title, folder / "learning_curve.png", result.best_epoch)
-        plots.roc(val_labels, val_probs, title, folder / "roc.png")
-
-        submission = self.predict_submission(model, spec.training.predict_batch_size)
-        write_submission(submission, folder / "submission.csv")
-        return {
-            **metrics,
-            "best_epoch": result.best_epoch,
-            "epochs_run": result.epochs_run,
-            "seconds": result.seconds,
-            "images_per_second": result.images_per_second,
-            "parameters": int(model.count_params()),
-            "submission": str(folder / "submission.csv"),
-        }
-
-    def predict_submission(self, model: keras.Model, batch_size: int) -> pd.DataFrame:
-        test = self.dataset.test
-        probs = predict(model, test.images, np.arange(len(test)), batch_size)
-        return build_submission(list(test.ids), probs, self.dataset.submission_ids)
+            result.history.to_csv(tmp, index=False)
+        plots.learning_curve(result.history, f"{label} ({folder.name})", folder / "learning_curve.png", result.best_epoch)
+        return model, result, probs
 
 
-def predict(model: keras.Model, images: np.ndarray, indices: np.ndarray, batch_size: int) -> np.ndarray:
-    """Probabilities for `images[indices]`, in that order, in large batches."""
-    batches = ImageBatches(images, indices, batch_size=batch_size)
-    return np.asarray(model.predict(batches, verbose=0), dtype=np.float64).reshape(-1)
+def predict(model: keras.Model, images: np.ndarray, indices: np.ndarray, spec: RunSpec) -> np.ndarray:
+    """Probabilities for `images[indices]`, in that order, in large batches, averaged over the spec's TTA."""
+    return predict_probabilities(model, images, indices, spec.training.predict_batch_size, spec.training.tta)
 
 
-def remove_artifacts(record: RunRecord) -> None:
-    if record.artifacts:
-        shutil.rmtree(record.artifacts, ignore_errors=True)
+def predict_probabilities(
+    model: keras.Model, images: np.ndarray, indices: np.ndarray, batch_size: int = 512, tta: int = 1
+) -> np.ndarray:
+    total = np.zeros(len(indices))
+    for k in TTA_TRANSFORMS[tta]:
+        batches = ImageBatches(images, indices, batch_size=batch_size, transform=k)
+        total += np.asarray(model.predict(batches, verbose=0), dtype=np.float64).reshape(-1)
+    return total / len(TTA_TRANSFORMS[tta])

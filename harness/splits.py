@@ -7,10 +7,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import train_test_split
+from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 from sklearn.utils import shuffle
 
+from harness.atomic import atomic_path
 from harness.errors import HarnessError
+from harness.near_duplicates import near_duplicate_groups, phash
 
 if TYPE_CHECKING:
     from harness.config import DataConfig
@@ -118,15 +120,54 @@ def stratified_split(labels: np.ndarray, groups: np.ndarray | None, val_fraction
     notes = [
         f"stratified by label: {int(in_val.sum())} of {len(labels)} images in validation"
         f" ({in_val.mean():.1%}, asked {val_fraction:.1%})",
-        f"{n_multi} groups of identical images kept whole on one side",
+        f"{n_multi} groups of identical or near-identical images kept whole on one side",
     ]
     return Split(train=np.flatnonzero(~in_val), val=np.flatnonzero(in_val), protocol="stratified", notes=notes)
+
+
+def duplicate_groups(dataset: Dataset, near: bool) -> np.ndarray:
+    """A group per train image: identical pixels share one; with `near`, so do near-duplicates (pHash)."""
+    exact = dataset.duplicate_group_of_train()
+    if not near:
+        return exact
+    cached = dataset.cache_path / "train_phash.npy"
+    try:
+        hashes = np.load(cached)
+    except (OSError, ValueError):
+        hashes = phash(dataset.train.images)
+        with atomic_path(cached) as tmp, open(tmp, "wb") as handle:
+            np.save(handle, hashes)
+    return near_duplicate_groups(hashes, exact)
+
+
+def kfold_splits(dataset: Dataset, config: DataConfig) -> list[Split]:
+    """K stratified folds of the (sampled) images; every duplicate or near-duplicate group stays in one fold."""
+    labels = np.asarray(dataset.train.labels)
+    groups = duplicate_groups(dataset, config.near_duplicates)
+    subset = sample_indices(labels, config.sample, config.seed, groups)
+    if np.bincount(labels[subset], minlength=2).min() < config.folds:
+        raise HarnessError(f"--folds {config.folds} needs at least {config.folds} images of each label")
+    folds = StratifiedGroupKFold(n_splits=config.folds, shuffle=True, random_state=config.seed)
+    return [
+        Split(
+            train=subset[train],
+            val=subset[val],
+            protocol="stratified",
+            notes=[f"fold {k} of {config.folds}: {len(val)} validation images, groups kept whole"],
+        )
+        for k, (train, val) in enumerate(folds.split(subset, labels[subset], groups[subset]), start=1)
+    ]
+
+
+def make_splits(dataset: Dataset, config: DataConfig) -> list[Split]:
+    """One split, or K folds when config.folds > 1."""
+    return kfold_splits(dataset, config) if config.folds > 1 else [make_split(dataset, config)]
 
 
 def make_split(dataset: Dataset, config: DataConfig) -> Split:
     """Sample (config.sample, config.seed), then split by config.protocol; indices refer to dataset.train."""
     labels = np.asarray(dataset.train.labels)
-    groups = dataset.duplicate_group_of_train()
+    groups = duplicate_groups(dataset, config.near_duplicates and config.protocol == "stratified")
     subset = sample_indices(labels, config.sample, config.seed, groups)
     notes = []
     if len(subset) < len(labels):

@@ -33,6 +33,10 @@ runs_table = sa.Table(
     sa.Column("val_accuracy", sa.Float),
     sa.Column("val_auc", sa.Float),
     sa.Column("val_loss", sa.Float),
+    sa.Column("val_accuracy_std", sa.Float),
+    sa.Column("val_auc_std", sa.Float),
+    sa.Column("folds", sa.Integer),
+    sa.Column("tta", sa.Integer),
     sa.Column("best_epoch", sa.Integer),
     sa.Column("epochs_run", sa.Integer),
     sa.Column("seconds", sa.Float),
@@ -72,6 +76,10 @@ class RunRecord:
     val_accuracy: float | None = None
     val_auc: float | None = None
     val_loss: float | None = None
+    val_accuracy_std: float | None = None
+    val_auc_std: float | None = None
+    folds: int | None = None
+    tta: int | None = None
     best_epoch: int | None = None
     epochs_run: int | None = None
     seconds: float | None = None

@@ -12,7 +12,9 @@ import keras
 import numpy as np
 import pandas as pd
 
-from harness.config import OptimizerConfig, TrainingConfig
+from harness.augment import augmentation_layers
+from harness.config import AugmentConfig, OptimizerConfig, TrainingConfig
+from harness.data import IMAGE_SHAPE
 from harness.feed import ImageBatches
 
 MONITOR = "val_auc"
@@ -32,10 +34,25 @@ def make_optimizer(config: OptimizerConfig) -> keras.optimizers.Optimizer:
     return classes[config.name](learning_rate=config.learning_rate, **config.kwargs)
 
 
-def with_rescaling(model: keras.Model) -> keras.Model:
-    """Put the seed's 1/255 rescale inside the model, so the feed stays uint8 and a saved model takes raw pixels."""
-    inputs = keras.Input(shape=model.input_shape[1:], name="pixels")
-    outputs = model(keras.layers.Rescaling(1.0 / 255, name="rescale")(inputs))
+def model_input_shape(augment: AugmentConfig, image_shape: tuple[int, int, int] = IMAGE_SHAPE) -> tuple[int, int, int]:
+    """The architecture's input: the crop when one is configured, else the whole patch."""
+    if augment.crop:
+        return (augment.crop_size, augment.crop_size, image_shape[2])
+    return image_shape
+
+
+def with_input_pipeline(
+    model: keras.Model, augment: AugmentConfig | None = None, seed: int = 0, image_shape: tuple[int, ...] = IMAGE_SHAPE
+) -> keras.Model:
+    """Raw uint8 pixels -> augmentation (training only) -> the seed's 1/255 rescale -> `model`.
+
+    Inside the model, so the feed stays uint8 and a saved model takes raw pixels.
+    """
+    inputs = keras.Input(shape=image_shape, name="pixels")
+    x = inputs
+    for layer in augmentation_layers(augment or AugmentConfig(), seed):
+        x = layer(x)
+    outputs = model(keras.layers.Rescaling(1.0 / 255, name="rescale")(x))
     return keras.Model(inputs, outputs, name=model.name)
 
 
@@ -49,7 +66,10 @@ def compile_model(model: keras.Model, training: TrainingConfig) -> keras.Model:
 
 
 class KeepBestWeights(keras.callbacks.Callback):
-    """Remember the weights of the epoch with the best validation AUC and restore them when training ends."""
+    """Remember the weights of the epoch with the best validation AUC and restore them when training ends.
+
+    The best epoch is the one whose weights are kept, evaluated and saved: a run's metrics describe that epoch.
+    """
 
     def __init__(self, monitor: str = MONITOR) -> None:
         super().__init__()
@@ -60,7 +80,8 @@ class KeepBestWeights(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         value = float((logs or {}).get(self.monitor, math.nan))
-        if self._weights is None or (math.isfinite(value) and value > self.best):
+        # Ties go to the later epoch: a flat metric (e.g. saturated outputs early on) should not pin epoch 1.
+        if self._weights is None or (math.isfinite(value) and value >= self.best):
             self.best = value if math.isfinite(value) else self.best
             self.best_epoch = epoch + 1
             self._weights = self.model.get_weights()

@@ -9,7 +9,7 @@ import pytest
 from architectures.cnn import feature_map_size
 from harness.config import TrainingConfig
 from harness.registry import ARCHITECTURES, build_model
-from harness.train import compile_model, with_rescaling
+from harness.train import compile_model, with_input_pipeline
 
 # The true counts of the notebook's code (its prose says 1.3M, 3.3M and 2.8M).
 SEED_PARAMETERS = {"seed_model1": 36_350_881, "seed_model2": 1_846_817, "seed_model3": 3_510_913}
@@ -51,7 +51,7 @@ def test_seed_model3_uses_prelu_with_a_quarter_slope_after_every_conv_and_dense(
 @pytest.mark.parametrize("name", ARCHITECTURES.names())
 def test_every_architecture_builds_and_trains_one_step(name):
     keras.utils.set_random_seed(0)
-    model = with_rescaling(build_model(name))
+    model = with_input_pipeline(build_model(name))
     compile_model(model, ARCHITECTURES.get(name).meta.get("training") or TrainingConfig())
     x = np.random.default_rng(0).integers(0, 256, size=(4, 96, 96, 3), dtype=np.uint8)
     y = np.array([0, 1, 0, 1], dtype=np.float32)
@@ -64,7 +64,7 @@ def test_every_architecture_builds_and_trains_one_step(name):
 
 
 def test_rescaling_wrapper_adds_no_parameters():
-    assert with_rescaling(build_model("seed_model2")).count_params() == SEED_PARAMETERS["seed_model2"]
+    assert with_input_pipeline(build_model("seed_model2")).count_params() == SEED_PARAMETERS["seed_model2"]
 
 
 def test_cnn_refuses_a_feature_map_below_one_pixel():
