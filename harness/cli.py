@@ -19,6 +19,7 @@ examples:
   harness run baselines --data ~/kaggle/histopathologic-cancer-detection --sample 20000 --epochs 3
   harness search --trials 50 --sample 4000 --epochs 3
   harness leaderboard --by val_auc --format markdown
+  harness bench --data ../shared/datasets/pcam-sample   # seed notebook vs harness, images/s per stage
 """
 
 
@@ -64,6 +65,13 @@ def _budget(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--batch-size", type=_positive_int, help="training batch size (default: each model's own, 50)")
     group.add_argument(
         "--time-limit", type=_positive_float, metavar="MINUTES", help="stop a model's training after this long"
+    )
+    group.add_argument(
+        "--precise-bn",
+        type=int,
+        default=20,
+        metavar="B",
+        help="re-estimate BatchNorm statistics from B training batches before each validation (0: off, as the notebook)",
     )
     group.add_argument("--no-progress", action="store_true", help="no live progress display")
     tricks = parser.add_argument_group("augmentation and validation")
@@ -156,6 +164,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--study", help="only this study's trials (baselines are always included)")
     _common(p)
     p.set_defaults(handler=cmd_report)
+
+    p = sub.add_parser(
+        "bench",
+        help="the seed notebook's pipeline against the harness's, stage by stage: images/s and ratios",
+        description="Each stage runs the seed's way (the notebook's own calls) and the harness's on the same images.",
+    )
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--data", metavar="DIR", help="Kaggle-layout folder, e.g. ../shared/datasets/pcam-sample")
+    source.add_argument(
+        "--synthetic", type=_positive_int, metavar="N", help="generate N labelled .tif images (default: 2000)"
+    )
+    p.add_argument("--stages", default="prepare,feed,train,predict", help="comma-separated (default: all four)")
+    p.add_argument("--repeats", type=_positive_int, default=3, help="timings per figure; the median is shown")
+    p.add_argument(
+        "--models", nargs="+", default=["seed_model2"], metavar="ARCH", help="'baselines' or names (default model 2)"
+    )
+    p.add_argument("--sample", type=_positive_int, metavar="N", help="labelled images for feed/train/predict")
+    p.add_argument("--sizes", metavar="N,N", help="prepare sizes (default: sample/10, sample, the whole folder)")
+    p.add_argument("--seed-limit", type=_positive_int, default=20_000, metavar="N",
+                   help="largest size for the seed's quadratic PrepareData; beyond it is extrapolated")  # fmt: skip
+    p.add_argument("--steps", type=_positive_int, default=20, help="timed training steps per repeat (default 20)")
+    p.add_argument("--predict-images", type=_positive_int, default=1000, metavar="N", help="test images predicted")
+    p.add_argument("--threads", type=_positive_int, metavar="N", help="the backend's compute threads")
+    p.add_argument("--no-knobs", action="store_true", help="skip mixed_bfloat16, XLA and batch-256 variants")
+    p.add_argument("--no-data-check", action="store_true", help="skip the `data check` subprocess (peak RSS)")
+    p.add_argument("--work", metavar="DIR", help="scratch folder (default: the system's); removed at the end")
+    p.add_argument("--json", metavar="PATH", help="also write every figure to this JSON file")
+    p.set_defaults(handler=cmd_bench)
     return parser
 
 
@@ -244,6 +280,7 @@ def _specs(args: argparse.Namespace) -> list:
                 ("time_limit", args.time_limit * 60 if args.time_limit else None),
                 ("augment", augment),
                 ("tta", args.tta),
+                ("precise_bn", args.precise_bn),
             )
             if value is not None
         }
@@ -300,6 +337,10 @@ def cmd_search(args: argparse.Namespace, out: Console, err: Console) -> int:
         protocol=args.protocol,
         seed=args.seed,
         batch_size=args.batch_size,
+        folds=args.folds,
+        augment=augment_config(args),
+        tta=args.tta,
+        precise_bn=args.precise_bn,
         progress=not args.no_progress,
     )
     summary = run_search(workspace, options)
@@ -360,6 +401,46 @@ def cmd_report(args: argparse.Namespace, out: Console, err: Console) -> int:
     workspace = _workspace(args, err)
     path = write_report(workspace, study=args.study)
     out.print(f"wrote {path}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from pathlib import Path
+
+    from harness.bench import BenchOptions, render, run_bench
+    from harness.registry import ARCHITECTURES
+
+    if args.threads:
+        from harness.backend import set_threads
+
+        set_threads(args.threads)
+    models: list[str] = []
+    for name in args.models:
+        models += ARCHITECTURES.names(baseline=True) if name == "baselines" else [ARCHITECTURES.get(name).name]
+    try:
+        sizes = tuple(int(s) for s in args.sizes.split(",")) if args.sizes else None
+    except ValueError:
+        raise HarnessError(f"--sizes must be whole numbers separated by commas, got {args.sizes!r}") from None
+    options = BenchOptions(
+        data=Path(args.data) if args.data else None,
+        synthetic=args.synthetic,
+        stages=tuple(s.strip() for s in args.stages.split(",") if s.strip()),
+        repeats=args.repeats,
+        models=tuple(dict.fromkeys(models)),
+        sample=args.sample,
+        sizes=sizes,
+        seed_limit=args.seed_limit,
+        steps=args.steps,
+        predict_images=args.predict_images,
+        knobs=not args.no_knobs,
+        data_check=not args.no_data_check,
+        work=Path(args.work) if args.work else None,
+        json_path=Path(args.json) if args.json else None,
+    )
+    result = run_bench(options, err)
+    out.print(render(result))
+    for note in result.notes:
+        out.print(note, highlight=False)
     return 0
 
 

@@ -10,6 +10,7 @@ from harness.errors import ConfigError
 
 PROTOCOLS = ("seed", "stratified")
 OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
+PRECISIONS = ("float32", "mixed", "mixed_bfloat16")
 
 
 @dataclass(frozen=True)
@@ -68,8 +69,16 @@ class TrainingConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     # Test-time augmentation: average predictions over this many dihedral transforms (1 = off).
     tta: int = 1
+    # Training batches whose statistics BatchNorm's population estimates are recomputed from before each
+    # validation (0 = off: Keras' running averages, as the notebook). See train.RecalibrateBatchNorm.
+    precise_bn: int = 20
+    # Dtype policy of the architecture's layers: "mixed" computes in float16 (GPUs with tensor cores),
+    # "mixed_bfloat16" in bfloat16 (CPUs with AVX512-BF16 or AMX, TPUs); the output layer stays float32.
+    precision: str = "float32"
 
     def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.epochs < 1:
             raise ConfigError(f"--epochs must be at least 1, got {self.epochs}")
         if self.batch_size < 1:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,9 +57,43 @@ def with_input_pipeline(
     return keras.Model(inputs, outputs, name=model.name)
 
 
+# --precision -> the Keras dtype policy the architecture's layers are built under.
+DTYPE_POLICIES = {"float32": "float32", "mixed": "mixed_float16", "mixed_bfloat16": "mixed_bfloat16"}
+
+
+@contextlib.contextmanager
+def precision_policy(precision: str) -> Iterator[None]:
+    """Layers built inside compute in `precision` (see TrainingConfig.precision); variables stay float32."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(DTYPE_POLICIES[precision])
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def float32_output(model: keras.Model) -> keras.Model:
+    """`model` with its output layer in float32: a float16 sigmoid saturates at 1 - 2**-11, and ties spoil AUC."""
+    last = model.layers[-1]
+    if keras.backend.standardize_dtype(last.compute_dtype) == "float32":
+        return model
+
+    def clone(layer: keras.layers.Layer) -> keras.layers.Layer:
+        config = layer.get_config()
+        if layer is last:
+            config["dtype"] = "float32"
+        return layer.__class__.from_config(config)
+
+    return keras.models.clone_model(model, clone_function=clone)
+
+
 def compile_model(model: keras.Model, training: TrainingConfig) -> keras.Model:
+    optimizer = make_optimizer(training.optimizer)
+    if training.precision == "mixed":
+        # Keras wraps it itself only when the outer model is float16; here only the architecture is.
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     model.compile(
-        optimizer=make_optimizer(training.optimizer),
+        optimizer=optimizer,
         loss="binary_crossentropy",
         metrics=["accuracy", keras.metrics.AUC(name="auc")],
     )
@@ -89,6 +124,40 @@ class KeepBestWeights(keras.callbacks.Callback):
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         if self._weights is not None:
             self.model.set_weights(self._weights)
+
+
+class RecalibrateBatchNorm(keras.callbacks.Callback):
+    """Re-estimate BatchNorm's population statistics from training batches before each validation ("precise BN").
+
+    Keras keeps them as running averages with momentum 0.99, which need well over a thousand steps to forget their
+    initial values when the true variance is small, as it is in the seed models. A Kaggle epoch has 3,000+ steps,
+    but a CPU budget (a sample of a few thousand images) has tens: validation then runs with statistics that are
+    still mostly the initial ones and scores near chance although training accuracy is high. Averaging the batch
+    statistics of `max_batches` training batches (cumulative momentum 1 - 1/k) fixes that without touching any
+    learned weight (Wu & Johnson, "Rethinking 'Batch' in BatchNorm", 2021). The weights kept for the best epoch
+    include these statistics.
+    """
+
+    def __init__(self, batches: ImageBatches, max_batches: int) -> None:
+        super().__init__()
+        self.batches = batches
+        self.max_batches = max_batches
+        self.calls = 0
+
+    def on_test_begin(self, logs: dict[str, Any] | None = None) -> None:
+        layers = [layer for layer in self.model._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
+        if not layers or self.max_batches < 1:
+            return
+        momenta = [layer.momentum for layer in layers]
+        try:
+            for k in range(1, min(len(self.batches), self.max_batches) + 1):
+                for layer in layers:
+                    layer.momentum = 1.0 - 1.0 / k  # moving = mean of the k batch statistics so far
+                self.model(self.batches[k - 1][0], training=True)
+        finally:
+            for layer, momentum in zip(layers, momenta):
+                layer.momentum = momentum
+        self.calls += 1
 
 
 class StopOnNonFiniteLoss(keras.callbacks.Callback):
@@ -162,6 +231,8 @@ def fit(
     best = KeepBestWeights()
     timer = EpochTimer()
     guards: list[keras.callbacks.Callback] = [StopOnNonFiniteLoss(), best, timer]
+    if training.precise_bn:
+        guards.insert(0, RecalibrateBatchNorm(train, training.precise_bn))
     limit = TimeLimit(training.time_limit) if training.time_limit else None
     if limit is not None:
         guards.append(limit)

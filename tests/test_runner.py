@@ -127,3 +127,20 @@ def test_runs_of_a_killed_process_are_marked_failed(runner):
     assert runner.store.reap_dead() == 1
     ghost = runner.store.get("ghost")
     assert ghost.status == "failed" and "ended without finishing" in ghost.error
+
+
+def test_precise_bn_sets_population_statistics_from_training_batches_and_restores_momentum():
+    from harness.feed import ImageBatches
+    from harness.train import RecalibrateBatchNorm
+
+    bn = keras.layers.BatchNormalization(momentum=0.99)
+    model = keras.Sequential([keras.Input((96, 96, 3)), bn])
+    rng = np.random.default_rng(0)
+    images = np.clip(rng.normal(100, 2, size=(40, 96, 96, 3)), 0, 255).astype(np.uint8)
+    callback = RecalibrateBatchNorm(ImageBatches(images, np.arange(40), np.zeros(40), batch_size=10), max_batches=3)
+    callback.set_model(model)
+    callback.on_test_begin()
+    assert np.allclose(bn.moving_mean.numpy(), images[:30].mean(), atol=0.05)
+    assert np.allclose(bn.moving_variance.numpy(), images[:30].var(), rtol=0.1)
+    assert bn.momentum == 0.99 and callback.calls == 1
+
