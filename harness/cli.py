@@ -150,6 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--study", help="only the runs of this study")
     p.add_argument("--all-data", action="store_true", help="rank runs on every dataset, not only the latest one's")
     p.add_argument("--no-submission", action="store_true", help="do not write results/submission.csv")
+    p.add_argument(
+        "--test-labels", metavar="CSV", help="score each submission against known test labels (id,label): test AUC"
+    )
     _common(p)
     p.set_defaults(handler=cmd_leaderboard)
 
@@ -350,7 +353,7 @@ def cmd_search(args: argparse.Namespace, out: Console, err: Console) -> int:
 
 
 def cmd_leaderboard(args: argparse.Namespace, out: Console, err: Console) -> int:
-    from harness.leaderboard import rank, render_table, render_text, write_best_submission
+    from harness.leaderboard import add_test_auc, rank, render_table, render_text, write_best_submission
 
     workspace = _workspace(args, err)
     records = workspace.store().runs(study=args.study)
@@ -364,6 +367,8 @@ def cmd_leaderboard(args: argparse.Namespace, out: Console, err: Console) -> int
         err.print("no runs yet: start with 'harness run baselines'")
         return 0
     frame = rank(records, args.by)
+    if args.test_labels:
+        frame = add_test_auc(frame, args.test_labels)
     synthetic = bool(frame["synthetic"].fillna(False).any())
     title = f"leaderboard by {args.by}" + (" (synthetic demo data)" if synthetic else "")
     if args.format == "table":

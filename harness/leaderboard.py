@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 from rich.table import Table
+from sklearn.metrics import roc_auc_score
 
 from harness.errors import HarnessError
 from harness.store import RunRecord
@@ -30,8 +31,8 @@ COLUMNS = [
     "submission",
 ]
 
-HEADERS = {"val_accuracy": "val acc", "val_auc": "val AUC", "parameters": "params", "seconds": "time s",
-           "images_per_s": "img/s"}  # fmt: skip
+HEADERS = {"val_accuracy": "val acc", "val_auc": "val AUC", "test_auc": "test AUC", "parameters": "params",
+           "seconds": "time s", "images_per_s": "img/s"}  # fmt: skip
 
 
 def _origin(record: RunRecord) -> str:
@@ -78,10 +79,29 @@ def rank(records: list[RunRecord], by: str = "val_accuracy") -> pd.DataFrame:
     return pd.concat([done, rest], ignore_index=True)
 
 
+def add_test_auc(frame: pd.DataFrame, labels_csv: str | Path) -> pd.DataFrame:
+    """A `test_auc` column: each run's submission scored against known test labels (ROC AUC, as Kaggle does)."""
+    try:
+        truth = pd.read_csv(labels_csv, dtype={"id": str}).set_index("id")["label"]
+    except (OSError, KeyError, ValueError, pd.errors.ParserError) as exc:
+        raise HarnessError(f"--test-labels {labels_csv}: not an id,label CSV ({exc})") from None
+    scores = []
+    for path in frame["submission"]:
+        if not isinstance(path, str) or not Path(path).exists():
+            scores.append(None)
+            continue
+        submission = pd.read_csv(path, dtype={"id": str}).set_index("id")["label"]
+        missing = submission.index.difference(truth.index)
+        if len(missing):
+            raise HarnessError(f"--test-labels {labels_csv} has no label for test id {missing[0]}")
+        scores.append(float(roc_auc_score(truth.loc[submission.index], submission)))
+    return frame.assign(test_auc=scores)
+
+
 def _cell(value: object, column: str) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
-    if column in ("val_accuracy", "val_auc"):
+    if column in ("val_accuracy", "val_auc", "test_auc"):
         return f"{float(value):.4f}"  # type: ignore[arg-type]
     if column == "parameters":
         return f"{int(value):,}"  # type: ignore[call-overload]
@@ -94,33 +114,43 @@ def _cell(value: object, column: str) -> str:
     return str(value)
 
 
-def _row_cells(row: pd.Series) -> list[str]:
-    cells = [_cell(row[c], c) for c in COLUMNS]
+def _columns(frame: pd.DataFrame) -> list[str]:
+    """The displayed columns: test AUC beside val AUC when test labels were given."""
+    if "test_auc" not in frame:
+        return COLUMNS
+    at = COLUMNS.index("val_auc") + 1
+    return [*COLUMNS[:at], "test_auc", *COLUMNS[at:]]
+
+
+def _row_cells(row: pd.Series, columns: list[str]) -> list[str]:
+    cells = [_cell(row[c], c) for c in columns]
     for metric in ("val_accuracy", "val_auc"):  # cross-validated runs show their spread over folds
         if pd.notna(row.get(f"{metric}_std")):
-            cells[COLUMNS.index(metric)] += f" ± {row[f'{metric}_std']:.4f}"
+            cells[columns.index(metric)] += f" ± {row[f'{metric}_std']:.4f}"
     return cells
 
 
 def render_table(frame: pd.DataFrame, title: str) -> Table:
     table = Table(title=title, header_style="bold")
-    for column in COLUMNS:
+    columns = _columns(frame)
+    for column in columns:
         justify = "right" if column not in ("run", "architecture", "origin", "status", "backend") else "left"
         table.add_column(HEADERS.get(column, column), justify=justify, no_wrap=column in ("run", "submission"))
     for _, row in frame.iterrows():
         style = None if row["status"] == "complete" else "dim"
-        table.add_row(*_row_cells(row), style=style)
+        table.add_row(*_row_cells(row, columns), style=style)
     return table
 
 
 def render_text(frame: pd.DataFrame, fmt: str) -> str:
-    out = frame[[*COLUMNS, "val_accuracy_std", "val_auc_std"]].copy()
+    columns = _columns(frame)
+    out = frame[[*columns, "val_accuracy_std", "val_auc_std"]].copy()
     if fmt == "csv":
         return out.to_csv(index=False)
     if fmt == "markdown":
-        header = "| " + " | ".join(COLUMNS) + " |"
-        rule = "|" + "|".join("---" for _ in COLUMNS) + "|"
-        lines = ["| " + " | ".join(_row_cells(row)) + " |" for _, row in out.iterrows()]
+        header = "| " + " | ".join(columns) + " |"
+        rule = "|" + "|".join("---" for _ in columns) + "|"
+        lines = ["| " + " | ".join(_row_cells(row, columns)) + " |" for _, row in out.iterrows()]
         return "\n".join([header, rule, *lines]) + "\n"
     raise HarnessError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
 

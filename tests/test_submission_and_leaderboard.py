@@ -112,3 +112,22 @@ def test_best_submission_is_copied_from_the_top_run(tmp_path):
     assert write_best_submission(rank(records), destination) == "good"
     written = pd.read_csv(destination)
     assert written["id"].tolist() == IDS and np.allclose(written["label"], 0.9)
+
+
+def test_test_labels_add_a_test_auc_column_scored_like_kaggle(tmp_path):
+    from harness.leaderboard import add_test_auc
+
+    labels = tmp_path / "test_labels.csv"
+    pd.DataFrame({"id": IDS, "label": [1, 0, 1]}).to_csv(labels, index=False)
+    perfect, inverted = tmp_path / "p.csv", tmp_path / "i.csv"
+    write_submission(build_submission(IDS, np.array([0.9, 0.1, 0.8]), IDS), perfect)
+    write_submission(build_submission(IDS, np.array([0.1, 0.9, 0.2]), IDS), inverted)
+    frame = rank(
+        [_record("p", acc=0.5, auc=0.5, submission=str(perfect)), _record("i", acc=0.6, auc=0.6, submission=str(inverted))]
+    )
+    scored = add_test_auc(frame, labels).set_index("run")["test_auc"]
+    assert scored["p"] == 1.0 and scored["i"] == 0.0
+    assert "test_auc" in render_text(add_test_auc(frame, labels), "markdown").splitlines()[0]
+    pd.DataFrame({"id": IDS[:2], "label": [1, 0]}).to_csv(labels, index=False)
+    with pytest.raises(HarnessError, match="no label for test id"):
+        add_test_auc(frame, labels)
