@@ -53,7 +53,7 @@ def cnn(
     if feature_map_size(min(input_shape[:2]), convs) < 1:
         raise ValueError(f"{len(convs)} blocks of {list(convs)} convs shrink a {input_shape[0]}px input below 1x1")
     layers: list[keras.layers.Layer] = [keras.Input(shape=input_shape)]
-    for block, (width, count) in enumerate(zip(widths, convs)):
+    for block, (width, count) in enumerate(zip(widths, convs, strict=True)):
         for i in range(count):
             padding = "same" if block == 0 and i == 0 else "valid"
             layers += [keras.layers.Conv2D(width, (3, 3), padding=padding), activation_layer(activation)]

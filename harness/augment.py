@@ -1,4 +1,4 @@
-"""Augmentation as Keras layers (dihedral, colour jitter, crops) and the dihedral transforms of test-time augmentation."""
+"""Augmentation as Keras layers (dihedral, colour jitter, crops) and the dihedral transforms of TTA."""
 
 from __future__ import annotations
 

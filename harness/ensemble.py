@@ -54,7 +54,7 @@ def blend(store: RunStore, results_dir: Path, members: list[RunRecord], by: str)
     frames = [_read_member(m) for m in members]
     val_ids = frames[0][0].index
     test_ids = frames[0][1].index
-    for member, (val, test) in zip(members, frames):
+    for member, (val, test) in zip(members, frames, strict=True):
         if set(val.index) != set(val_ids) or set(test.index) != set(test_ids):
             raise HarnessError(f"run {member.run_id} was validated or tested on other images than {members[0].run_id}")
     labels = frames[0][0].loc[val_ids, "label"].to_numpy()

@@ -52,15 +52,17 @@ def near_pairs(hashes: np.ndarray, max_bits: int = NEAR_DUPLICATE_BITS) -> np.nd
         sorted_keys = keys[order]
         starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
         ends = np.r_[starts[1:], len(order)]
-        for lo, hi in zip(starts[ends - starts > 1], ends[ends - starts > 1]):
+        for lo, hi in zip(starts[ends - starts > 1], ends[ends - starts > 1], strict=True):
             members = np.sort(order[lo:hi])
             distance = _popcount(hashes[members][:, None] ^ hashes[members][None, :])
             i, j = np.nonzero(np.triu(distance <= max_bits, k=1))
-            found.update(zip(members[i].tolist(), members[j].tolist()))
+            found.update(zip(members[i].tolist(), members[j].tolist(), strict=True))
     return np.array(sorted(found), dtype=np.int64).reshape(-1, 2)
 
 
-def near_duplicate_groups(hashes: np.ndarray, exact_groups: np.ndarray, max_bits: int = NEAR_DUPLICATE_BITS) -> np.ndarray:
+def near_duplicate_groups(
+    hashes: np.ndarray, exact_groups: np.ndarray, max_bits: int = NEAR_DUPLICATE_BITS
+) -> np.ndarray:
     """A group label per image joining exact duplicates and chains of near-duplicates (connected components)."""
     n = len(hashes)
     pairs = near_pairs(hashes, max_bits)

@@ -8,12 +8,12 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only; never needs a display
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from sklearn.metrics import roc_auc_score, roc_curve  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from sklearn.metrics import roc_auc_score, roc_curve
 
-from harness.atomic import atomic_path  # noqa: E402
+from harness.atomic import atomic_path
 
 
 def save_figure(fig: plt.Figure, path: str | Path) -> None:
@@ -25,7 +25,7 @@ def save_figure(fig: plt.Figure, path: str | Path) -> None:
 def learning_curve(history: pd.DataFrame, title: str, path: str | Path, best_epoch: int | None = None) -> None:
     """Train and validation accuracy per epoch, as the notebook plots them, with loss and AUC beside."""
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    for ax, metric in zip(axes, ("accuracy", "auc", "loss")):
+    for ax, metric in zip(axes, ("accuracy", "auc", "loss"), strict=True):
         if metric in history:
             ax.plot(history["epoch"], history[metric], marker="o", label=f"train {metric}")
         if f"val_{metric}" in history:

@@ -19,8 +19,8 @@ from rich.console import Console
 
 from harness import plots
 from harness.atomic import atomic_path, write_text
-from harness.backend import environment
 from harness.augment import TTA_TRANSFORMS
+from harness.backend import environment
 from harness.config import RunSpec
 from harness.data import Dataset
 from harness.feed import ImageBatches
@@ -192,7 +192,9 @@ class Runner:
             model.save(tmp)
         with atomic_path(folder / "history.csv") as tmp:
             result.history.to_csv(tmp, index=False)
-        plots.learning_curve(result.history, f"{label} ({folder.name})", folder / "learning_curve.png", result.best_epoch)
+        plots.learning_curve(
+            result.history, f"{label} ({folder.name})", folder / "learning_curve.png", result.best_epoch
+        )
         return model, result, probs
 
 

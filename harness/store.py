@@ -135,7 +135,9 @@ class RunStore:
         try:
             parsed = make_url(url)
         except ArgumentError:
-            raise HarnessError(f"--storage {redact(url)!s} is not a database URL (e.g. sqlite:///results/harness.db)")
+            raise HarnessError(
+                f"--storage {redact(url)!s} is not a database URL (e.g. sqlite:///results/harness.db)"
+            ) from None
         connect_args: dict[str, Any] = {}
         if parsed.get_backend_name() == "sqlite":
             if parsed.database:

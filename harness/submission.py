@@ -13,7 +13,7 @@ from harness.errors import HarnessError
 
 
 def build_submission(ids: Sequence[str], probabilities: np.ndarray, expected_ids: Sequence[str]) -> pd.DataFrame:
-    """An `id,label` frame in `expected_ids` order; refuses missing, extra or duplicate ids, NaN, or values off [0, 1]."""
+    """An `id,label` frame in `expected_ids` order; refuses missing, extra or repeated ids, NaN, values off [0, 1]."""
     probabilities = np.asarray(probabilities, dtype=np.float64).reshape(-1)
     if len(ids) != len(probabilities):
         raise HarnessError(f"submission has {len(ids)} ids but {len(probabilities)} predictions")

@@ -155,7 +155,7 @@ class RecalibrateBatchNorm(keras.callbacks.Callback):
                     layer.momentum = 1.0 - 1.0 / k  # moving = mean of the k batch statistics so far
                 self.model(self.batches[k - 1][0], training=True)
         finally:
-            for layer, momentum in zip(layers, momenta):
+            for layer, momentum in zip(layers, momenta, strict=True):
                 layer.momentum = momentum
         self.calls += 1
 
@@ -238,7 +238,9 @@ def fit(
         guards.append(limit)
     started = time.perf_counter()
     try:
-        history = model.fit(train, validation_data=val, epochs=training.epochs, verbose=0, callbacks=[*guards, *callbacks])
+        history = model.fit(
+            train, validation_data=val, epochs=training.epochs, verbose=0, callbacks=[*guards, *callbacks]
+        )
     finally:
         for callback in callbacks:
             close = getattr(callback, "close", None)

@@ -58,7 +58,9 @@ def test_every_architecture_builds_and_trains_one_step(name):
     before = [w.copy() for w in model.get_weights()]
     logs = model.train_on_batch(x, y, return_dict=True)
     assert np.isfinite(logs["loss"])
-    assert any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights())), "one step changed no weight"
+    assert any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights(), strict=True)), (
+        "one step changed no weight"
+    )
     probs = model.predict(x, verbose=0)
     assert probs.shape == (4, 1) and np.all((probs >= 0) & (probs <= 1))
 

@@ -129,7 +129,9 @@ def test_an_ensemble_of_one_run_reproduces_that_run(runner):
     (member,) = choose_members(runner.store.runs(), top=1, by="val_auc")
     blended = blend(runner.store, runner.results_dir, [member], "val_auc")
     assert blended.origin == "ensemble" and blended.hyperparameters["members"] == [record.run_id]
-    assert blended.val_auc == pytest.approx(record.val_auc) and blended.val_accuracy == pytest.approx(record.val_accuracy)
+    assert blended.val_auc == pytest.approx(record.val_auc) and blended.val_accuracy == pytest.approx(
+        record.val_accuracy
+    )
     assert pd.read_csv(blended.submission).equals(pd.read_csv(record.submission))
 
 
@@ -162,7 +164,7 @@ def test_folds_need_the_stratified_protocol():
 
 def _near_copy(image: np.ndarray) -> np.ndarray:
     """The same tissue re-encoded as a JPEG and a little brighter: a near-duplicate, not an exact one."""
-    ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 80])
+    _, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 80])
     return np.clip(cv2.imdecode(buf, cv2.IMREAD_COLOR).astype(int) + 3, 0, 255).astype(np.uint8)
 
 

@@ -65,7 +65,7 @@ def test_list_shows_true_parameter_counts(capsys):
 
 
 def test_data_check_on_the_builtin_demo_says_it_is_synthetic(tmp_path, capsys):
-    code, out, err = run_cli(capsys, "data", "check", "--results", str(tmp_path / "r"))
+    code, _, err = run_cli(capsys, "data", "check", "--results", str(tmp_path / "r"))
     assert code == 0, err
     assert "synthetic" in err
     assert (tmp_path / "r" / "demo-data" / "train_labels.csv").exists()

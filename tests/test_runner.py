@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -72,7 +73,7 @@ def test_a_complete_run_records_metrics_and_writes_every_artifact(runner):
     folder = record.artifacts
     for name in ("model.keras", "history.csv", "learning_curve.png", "roc.png", "val_predictions.csv", "spec.json"):
         assert (runner.results_dir / "runs" / record.run_id / name).exists(), name
-    assert RunSpec.from_dict(json.loads(open(f"{folder}/spec.json").read())) == tiny_spec()
+    assert RunSpec.from_dict(json.loads(Path(folder, "spec.json").read_text())) == tiny_spec()
     history = pd.read_csv(f"{folder}/history.csv")
     assert list(history["epoch"]) == [1, 2] and {"val_auc", "val_accuracy", "val_loss"} <= set(history.columns)
     val = pd.read_csv(f"{folder}/val_predictions.csv")
@@ -143,4 +144,3 @@ def test_precise_bn_sets_population_statistics_from_training_batches_and_restore
     assert np.allclose(bn.moving_mean.numpy(), images[:30].mean(), atol=0.05)
     assert np.allclose(bn.moving_variance.numpy(), images[:30].var(), rtol=0.1)
     assert bn.momentum == 0.99 and callback.calls == 1
-

@@ -123,7 +123,10 @@ def test_test_labels_add_a_test_auc_column_scored_like_kaggle(tmp_path):
     write_submission(build_submission(IDS, np.array([0.9, 0.1, 0.8]), IDS), perfect)
     write_submission(build_submission(IDS, np.array([0.1, 0.9, 0.2]), IDS), inverted)
     frame = rank(
-        [_record("p", acc=0.5, auc=0.5, submission=str(perfect)), _record("i", acc=0.6, auc=0.6, submission=str(inverted))]
+        [
+            _record("p", acc=0.5, auc=0.5, submission=str(perfect)),
+            _record("i", acc=0.6, auc=0.6, submission=str(inverted)),
+        ]
     )
     scored = add_test_auc(frame, labels).set_index("run")["test_auc"]
     assert scored["p"] == 1.0 and scored["i"] == 0.0
