@@ -22,11 +22,16 @@ def activation_layer(name: str) -> keras.layers.Layer:
     return keras.layers.Activation(name)
 
 
-def feature_map_size(input_size: int, convs_per_block: Sequence[int]) -> int:
-    """Side of the last feature map: the first conv pads 'same', every other 3x3 conv loses 2, each pool halves."""
+PADDINGS = ("valid", "same")
+
+
+def feature_map_size(input_size: int, convs_per_block: Sequence[int], padding: str = "valid") -> int:
+    """Side of the last feature map: the first conv pads 'same', every other 3x3 conv loses 2 unless `padding` is
+    'same', each pool halves; 0 when the map vanishes."""
     size = input_size
     for block, convs in enumerate(convs_per_block):
-        size -= 2 * (convs - 1 if block == 0 else convs)
+        if padding == "valid":
+            size -= 2 * (convs - 1 if block == 0 else convs)
         if size < 2:
             return 0
         size //= 2
@@ -43,6 +48,7 @@ def cnn(
     dense: Sequence[int] = (512, 256, 64),
     dropout: float = 0.25,
     final_dropout: bool = False,
+    padding: str = "valid",
     name: str = "cnn",
 ) -> keras.Model:
     """Plain CNN: blocks of 3x3 convs + max-pool (+ batch norm), then flatten and a dense head."""
@@ -50,13 +56,16 @@ def cnn(
         raise ValueError(f"widths {list(widths)} and convs {list(convs)} must be non-empty and of equal length")
     if min(convs) < 1:
         raise ValueError(f"every block needs at least one conv, got {list(convs)}")
-    if feature_map_size(min(input_shape[:2]), convs) < 1:
+    if padding not in PADDINGS:
+        raise ValueError(f"padding must be one of {', '.join(PADDINGS)}, got {padding!r}")
+    if feature_map_size(min(input_shape[:2]), convs, padding) < 1:
         raise ValueError(f"{len(convs)} blocks of {list(convs)} convs shrink a {input_shape[0]}px input below 1x1")
     layers: list[keras.layers.Layer] = [keras.Input(shape=input_shape)]
     for block, (width, count) in enumerate(zip(widths, convs, strict=True)):
         for i in range(count):
-            padding = "same" if block == 0 and i == 0 else "valid"
-            layers += [keras.layers.Conv2D(width, (3, 3), padding=padding), activation_layer(activation)]
+            # The seed pads only its very first conv; 'same' everywhere lets deeper stacks keep a feature map.
+            pad = "same" if block == 0 and i == 0 else padding
+            layers += [keras.layers.Conv2D(width, (3, 3), padding=pad), activation_layer(activation)]
         layers.append(keras.layers.MaxPooling2D(pool_size=(2, 2)))
         if batch_norm:
             layers.append(keras.layers.BatchNormalization())

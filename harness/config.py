@@ -65,7 +65,7 @@ class TrainingConfig:
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     # Training stops after the epoch in which this many seconds have passed (None: no limit).
     time_limit: float | None = None
-    predict_batch_size: int = 512
+    predict_batch_size: int = 256  # large enough to keep a GPU busy; 512 wide same-padded maps cost GBs on a CPU
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     # Test-time augmentation: average predictions over this many dihedral transforms (1 = off).
     tta: int = 1

@@ -20,7 +20,7 @@ from rich.console import Console
 from harness import plots
 from harness.atomic import atomic_path, write_text
 from harness.augment import TTA_TRANSFORMS
-from harness.backend import environment
+from harness.backend import environment, forget_traced_gradients
 from harness.config import RunSpec
 from harness.data import Dataset
 from harness.feed import ImageBatches
@@ -111,7 +111,9 @@ class Runner:
         else:
             self.store.update(run_id, status="complete", **values)
         finally:
-            keras.backend.clear_session()  # keep memory flat across many runs in one process
+            # Keep memory flat across many runs in one process (a 50-trial search, a list of architectures).
+            keras.backend.clear_session()
+            forget_traced_gradients()
         return self.store.get(run_id)
 
     def _cross_validate(
@@ -123,6 +125,7 @@ class Runner:
         by the model that did not train on it, and the metrics are the mean and spread over folds.
         """
         train_set = self.dataset.train
+        assert train_set.labels is not None  # only the test set has none
         val_probs: list[np.ndarray] = []
         test_probs = np.zeros(len(self.dataset.test))
         fold_metrics, fits = [], []

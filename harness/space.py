@@ -1,0 +1,128 @@
+"""One search space, two tuners: the `Suggest` protocol spaces are written against, and its KerasTuner adapter."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from harness.config import OptimizerConfig
+from harness.errors import HarnessError
+
+OPTIMIZER_CHOICES = ("adam", "adamw", "rmsprop", "sgd")
+LEARNING_RATE_RANGE = (1e-5, 1e-2)  # holds the seed's 1e-3 and 1e-4
+SGD_MOMENTUM = 0.9
+
+
+class Suggest(Protocol):
+    """What a space asks of a tuner. An `optuna.Trial` satisfies it as it is; KerasTuner's `hp` needs the adapter."""
+
+    def suggest_int(self, name: str, low: int, high: int, *, step: int = 1, log: bool = False) -> int: ...
+
+    def suggest_float(
+        self, name: str, low: float, high: float, *, step: float | None = None, log: bool = False
+    ) -> float: ...
+
+    def suggest_categorical(self, name: str, choices: Sequence[Any]) -> Any: ...
+
+
+class InvalidConfiguration(Exception):
+    """A sampled combination that must never be built (e.g. the feature map would shrink below 1x1)."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    """What a space returns: a model and optimiser, ready to become a RunSpec."""
+
+    architecture: str
+    arch_kwargs: dict[str, Any]
+    optimizer: OptimizerConfig
+    batch_size: int | None = None
+    # Values computed from the suggestions (effective convs, widths, parameter count), stored with the run.
+    derived: dict[str, Any] = field(default_factory=dict)
+
+
+SpaceFunction = Callable[[Suggest], Sample]
+
+
+def suggest_optimizer(s: Suggest) -> OptimizerConfig:
+    """Optimiser by name with a log-uniform learning rate; SGD always gets momentum."""
+    name = s.suggest_categorical("optimizer", OPTIMIZER_CHOICES)
+    learning_rate = s.suggest_float("learning_rate", *LEARNING_RATE_RANGE, log=True)
+    kwargs = {"momentum": SGD_MOMENTUM} if name == "sgd" else {}
+    return OptimizerConfig(name, float(learning_rate), kwargs)
+
+
+def _plain(choices: Sequence[Any]) -> bool:
+    """KerasTuner's Choice keeps str, int and float values as they are (it turns bools into ints)."""
+    kinds = {type(c) for c in choices}
+    return len(kinds) == 1 and kinds <= {str, int, float}
+
+
+class KerasTunerSuggest:
+    """Maps the `Suggest` calls onto a KerasTuner `HyperParameters` object (hp.Int, hp.Float, hp.Choice)."""
+
+    def __init__(self, hp: Any) -> None:
+        self.hp = hp
+
+    def suggest_int(self, name: str, low: int, high: int, *, step: int = 1, log: bool = False) -> int:
+        sampling = "log" if log else "linear"
+        return int(self.hp.Int(name, low, high, step=None if log else step, sampling=sampling))
+
+    def suggest_float(
+        self, name: str, low: float, high: float, *, step: float | None = None, log: bool = False
+    ) -> float:
+        return float(self.hp.Float(name, low, high, step=step, sampling="log" if log else "linear"))
+
+    def suggest_categorical(self, name: str, choices: Sequence[Any]) -> Any:
+        choices = list(choices)
+        if _plain(choices):
+            return self.hp.Choice(name, choices)
+        # Bools, None or mixed types travel as their text and come back as the original objects.
+        by_text = {str(c): c for c in choices}
+        if len(by_text) != len(choices):
+            raise ValueError(f"choices of {name!r} are not distinct as text: {choices}")
+        return by_text[self.hp.Choice(name, list(by_text))]
+
+
+class FixedSuggest:
+    """Replays given values (a stored trial, a seed model's point), checking each lies in the declared range."""
+
+    def __init__(self, values: Mapping[str, Any]) -> None:
+        self.values = dict(values)
+        self.used: set[str] = set()
+
+    def _get(self, name: str) -> Any:
+        if name not in self.values:
+            raise HarnessError(f"no value for search parameter {name!r}; given: {', '.join(sorted(self.values))}")
+        self.used.add(name)
+        return self.values[name]
+
+    def suggest_int(self, name: str, low: int, high: int, *, step: int = 1, log: bool = False) -> int:
+        value = self._get(name)
+        if not (isinstance(value, int) and low <= value <= high and (log or (value - low) % step == 0)):
+            raise HarnessError(f"search parameter {name}={value!r} is outside {low}..{high} (step {step})")
+        return value
+
+    def suggest_float(
+        self, name: str, low: float, high: float, *, step: float | None = None, log: bool = False
+    ) -> float:
+        value = float(self._get(name))
+        on_grid = step is None or math.isclose((value - low) / step, round((value - low) / step), abs_tol=1e-6)
+        if not (low - 1e-12 <= value <= high + 1e-12 and on_grid):
+            raise HarnessError(f"search parameter {name}={value!r} is outside {low}..{high} (step {step})")
+        return value
+
+    def suggest_categorical(self, name: str, choices: Sequence[Any]) -> Any:
+        value = self._get(name)
+        if value not in list(choices):
+            raise HarnessError(f"search parameter {name}={value!r} is not one of {list(choices)}")
+        return value
+
+
+def declare(space: SpaceFunction, hp: Any) -> None:
+    """Register every parameter of `space` in KerasTuner's `hp` (an invalid default combination is fine here)."""
+    with contextlib.suppress(InvalidConfiguration):
+        space(KerasTunerSuggest(hp))
