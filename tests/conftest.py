@@ -11,6 +11,9 @@ import pytest
 
 from harness.demo import make_id, render_patch
 
+# postgres_server (session) and postgres_url (a fresh database per test): a real server, see postgres_fixture.py.
+pytest_plugins = ["postgres_fixture"]
+
 
 def write_image(path: Path, rgb: np.ndarray) -> Path:
     """Write an RGB (or any cv2-writable) array; cv2 wants BGR for 3-channel images."""
@@ -71,3 +74,17 @@ def kaggle_folder(make_kaggle: Callable[..., Path]) -> Path:
 @pytest.fixture
 def cache_dir(tmp_path: Path) -> Path:
     return tmp_path / "cache"
+
+
+@pytest.fixture
+def runner(make_kaggle: Callable[..., Path], tmp_path: Path):
+    """A Runner on a tiny Kaggle folder (40 train, 8 test) with its own SQLite store, quiet."""
+    from rich.console import Console
+
+    from harness.data import load_dataset
+    from harness.runner import Runner
+    from harness.store import RunStore
+
+    dataset = load_dataset(make_kaggle(n_train=40, n_test=8), tmp_path / "cache", progress=False)
+    store = RunStore(f"sqlite:///{tmp_path / 'harness.db'}")
+    return Runner(dataset, store, tmp_path / "results", progress=False, console=Console(quiet=True))

@@ -9,7 +9,6 @@ import keras
 import numpy as np
 import pandas as pd
 import pytest
-from rich.console import Console
 
 from harness.augment import RandomDihedral, augmentation_layers, dihedral
 from harness.config import AugmentConfig, DataConfig, OptimizerConfig, RunSpec, TrainingConfig
@@ -17,9 +16,8 @@ from harness.data import load_dataset
 from harness.ensemble import blend, choose_members
 from harness.errors import ConfigError
 from harness.near_duplicates import near_duplicate_groups, near_pairs, phash
-from harness.runner import Runner, predict_probabilities
+from harness.runner import predict_probabilities
 from harness.splits import kfold_splits, make_split
-from harness.store import RunStore
 
 RNG = np.random.default_rng(0)
 IMAGES = RNG.integers(0, 256, size=(6, 96, 96, 3)).astype("float32")
@@ -107,13 +105,6 @@ def _spec(**training) -> RunSpec:
         data=data,
         seed=1,
     )
-
-
-@pytest.fixture
-def runner(make_kaggle, tmp_path):
-    dataset = load_dataset(make_kaggle(n_train=40, n_test=8), tmp_path / "cache", progress=False)
-    store = RunStore(f"sqlite:///{tmp_path / 'harness.db'}")
-    return Runner(dataset, store, tmp_path / "results", progress=False, console=Console(quiet=True))
 
 
 def test_augmented_run_with_tta_records_what_it_used(runner):

@@ -9,13 +9,9 @@ import keras
 import numpy as np
 import pandas as pd
 import pytest
-from rich.console import Console
 
 from harness.config import DataConfig, OptimizerConfig, RunSpec, TrainingConfig
-from harness.data import load_dataset
 from harness.registry import ARCHITECTURES
-from harness.runner import Runner
-from harness.store import RunStore
 
 TINY = {"widths": [4], "convs": [1], "dense": [8]}
 
@@ -28,13 +24,6 @@ def tiny_spec(architecture: str = "cnn", epochs: int = 2, **kwargs) -> RunSpec:
         data=DataConfig(protocol="stratified", seed=1),
         seed=1,
     )
-
-
-@pytest.fixture
-def runner(make_kaggle, tmp_path):
-    dataset = load_dataset(make_kaggle(n_train=40, n_test=8), tmp_path / "cache", progress=False)
-    store = RunStore(f"sqlite:///{tmp_path / 'harness.db'}")
-    return Runner(dataset, store, tmp_path / "results", progress=False, console=Console(quiet=True))
 
 
 @pytest.fixture
