@@ -14,6 +14,7 @@ from harness.config import AugmentConfig, RunSpec, TrainingConfig
 from harness.errors import HarnessError
 from harness.registry import SEARCH_SPACES
 from harness.runner import Runner
+from harness.space import with_compute_cap
 from harness.store import RunRecord, redact
 from harness.tuners.trials import StudySettings, TrialResult, TrialRunner, reconcile
 from harness.workspace import Workspace
@@ -43,8 +44,10 @@ class SearchOptions:
     augment: AugmentConfig | None = None
     tta: int = 1
     precise_bn: int | None = None
+    max_gmacs: float | None = None  # prune points costlier than this per image (CPU budgets)
     progress: bool = True
     pruner: Any = None  # an optuna pruner to use instead of Hyperband (experiments and tests)
+    open_only: bool = False  # validate, create or load the study, run no trial (`--workers` does this first)
 
 
 def default_study_name(space: str, tuner: str, algorithm: str | None) -> str:
@@ -189,8 +192,9 @@ def run_search(workspace: Workspace, options: SearchOptions) -> SearchSummary:
         "augment": dataclasses.asdict(options.augment or AugmentConfig()),
         "tta": options.tta,
         "precise_bn": TrainingConfig.precise_bn if options.precise_bn is None else options.precise_bn,
+        "max_gmacs": options.max_gmacs,
     }
-    optional = ("epochs", "sample", "batch_size", "algorithm", "augment", "precise_bn")
+    optional = ("epochs", "sample", "batch_size", "algorithm", "augment", "precise_bn", "max_gmacs")
     given = {k for k in optional if getattr(options, k) is not None}
     explicit = {"space", "tuner", "protocol", "seed", "folds", "tta"} | given
     settings = StudySettings(**reconcile(study, wanted, explicit, engine.stored_settings()))
@@ -199,11 +203,12 @@ def run_search(workspace: Workspace, options: SearchOptions) -> SearchSummary:
     before = engine.open(settings.as_dict(), entry.builder, options.trials)
     results: list[TrialResult] = []
     synthetic = False
-    if before < options.trials:
+    if before < options.trials and not options.open_only:
         dataset = workspace.dataset(progress=options.progress)
         synthetic = dataset.synthetic
         runner = Runner(dataset, store, workspace.results, progress=options.progress, console=workspace.console)
-        trials = TrialRunner(runner, entry.builder, trials_widens(entry), settings, study, workspace.console)
+        space = with_compute_cap(entry.builder, settings.max_gmacs)
+        trials = TrialRunner(runner, space, trials_widens(entry), settings, study, workspace.console)
         workspace.console.print(
             f"[bold]study {study}[/bold]: {before} of {options.trials} trials done, running up to "
             f"{options.trials - before} ({settings.tuner}, space {settings.space}, {settings.epochs} epochs each)",

@@ -47,6 +47,25 @@ class Sample:
 SpaceFunction = Callable[[Suggest], Sample]
 
 
+def with_compute_cap(space: SpaceFunction, max_gmacs: float | None) -> SpaceFunction:
+    """`space`, refusing points whose forward pass costs more than `max_gmacs` billion MACs per image.
+
+    For CPU budgets: a trial's time follows its compute, not its parameter count. Spaces that report no cost
+    (derived['gmacs']) are not capped.
+    """
+    if max_gmacs is None:
+        return space
+
+    def capped(s: Suggest) -> Sample:
+        sample = space(s)
+        cost = sample.derived.get("gmacs")
+        if cost is not None and cost > max_gmacs:
+            raise InvalidConfiguration(f"{cost:.2f} GMACs per image exceed --max-gmacs {max_gmacs:g}")
+        return sample
+
+    return capped
+
+
 def suggest_optimizer(s: Suggest) -> OptimizerConfig:
     """Optimiser by name with a log-uniform learning rate; SGD always gets momentum."""
     name = s.suggest_categorical("optimizer", OPTIMIZER_CHOICES)

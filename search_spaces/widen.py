@@ -76,6 +76,30 @@ def cnn_parameters(
     return total + inputs + 1
 
 
+def cnn_gmacs(
+    widths: Sequence[int],
+    convs: Sequence[int],
+    dense: Sequence[int],
+    input_shape: tuple[int, int, int] = IMAGE_SHAPE,
+    padding: str = "valid",
+    **_: object,
+) -> float:
+    """Multiply-accumulates of one forward pass of `architectures.cnn`, in billions: what a trial costs to train."""
+    size, channels, total = input_shape[0], input_shape[2], 0
+    for block, (width, count) in enumerate(zip(widths, convs, strict=True)):
+        for i in range(count):
+            if (block or i) and padding == "valid":
+                size -= 2
+            total += size * size * 9 * channels * width
+            channels = width
+        size //= 2
+    inputs = size * size * channels
+    for units in (*dense, 1):
+        total += inputs * units
+        inputs = units
+    return total / 1e9
+
+
 @SEARCH_SPACES.register("widen", widens="cnn", points=tuple(SEED_POINTS))
 def widen(s: Suggest) -> Sample:
     """Blocks, convs, widths, activation, batch norm, head, dropout and optimiser around seed models 2 and 3."""
@@ -121,5 +145,6 @@ def widen(s: Suggest) -> Sample:
         "depth": blocks * effective,
         "max_width": max(widths),
         "parameters": parameters,
+        "gmacs": round(cnn_gmacs(**kwargs), 4),
     }
     return Sample("cnn", kwargs, optimizer, derived=derived)

@@ -32,6 +32,7 @@ SETTING_FLAGS = {
     "augment": "--augment/--dihedral/--brightness/--contrast/--hue/--crop",
     "tta": "--tta",
     "precise_bn": "--precise-bn",
+    "max_gmacs": "--max-gmacs",
 }
 
 
@@ -51,6 +52,7 @@ class StudySettings:
     augment: dict[str, Any] = field(default_factory=dict)  # AugmentConfig's fields; {} is no augmentation
     tta: int = 1
     precise_bn: int = TrainingConfig.precise_bn
+    max_gmacs: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
