@@ -18,6 +18,8 @@ examples:
   harness run baselines --epochs 2                 # the seed's three CNNs on the built-in demo data
   harness run baselines --data ~/kaggle/histopathologic-cancer-detection --sample 20000 --epochs 3
   harness search --trials 50 --sample 4000 --epochs 3
+  harness search --trials 50 --workers 4 --storage postgresql://user@db/harness   # one study, many processes
+  harness predict results/runs/<run_id>/model.keras --tta 8 --out submission.csv
   harness leaderboard --by val_auc --format markdown
   harness bench --data ../shared/datasets/pcam-sample   # seed notebook vs harness, images/s per stage
 """
@@ -71,7 +73,7 @@ def _budget(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=20,
         metavar="B",
-        help="re-estimate BatchNorm statistics from B training batches before each validation (0: off, as the notebook)",
+        help="recompute BatchNorm statistics from B training batches before each validation (0: off, as the notebook)",
     )
     group.add_argument("--no-progress", action="store_true", help="no live progress display")
     tricks = parser.add_argument_group("augmentation and validation")
@@ -130,6 +132,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _common(p)
     _budget(p)
+    p.add_argument(
+        "--precision",
+        choices=("float32", "mixed", "mixed_bfloat16"),
+        help="compute dtype: mixed = float16 (GPUs), mixed_bfloat16 (AVX512-BF16 CPUs, TPUs); output stays float32",
+    )
     p.set_defaults(handler=cmd_run)
 
     p = sub.add_parser("search", help="hyperparameter search with Optuna or KerasTuner")
@@ -140,9 +147,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--space", default="widen", help="search space from 'harness list' (default widen)")
     p.add_argument("--study", help="study name; rerunning with the same name continues it (default: <space>-<tuner>)")
     p.add_argument("--timeout", type=_positive_float, metavar="MINUTES", help="stop starting trials after this long")
+    p.add_argument(
+        "--max-gmacs",
+        type=_positive_float,
+        metavar="G",
+        help="prune points whose forward pass costs more than G GMACs per image (CPU budgets; seed_model3: 0.63)",
+    )
+    p.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=1,
+        metavar="K",
+        help="run K worker processes on this machine, sharing --trials (Optuna; PostgreSQL for several machines)",
+    )
     _common(p)
     _budget(p)
     p.set_defaults(handler=cmd_search)
+
+    p = sub.add_parser(
+        "predict",
+        help="a saved .keras model -> a validated submission (loaded in safe mode: no code from the file runs)",
+    )
+    p.add_argument(
+        "model", metavar="MODEL.keras", help="a model saved by the harness, e.g. results/runs/<id>/model.keras"
+    )
+    p.add_argument("--tta", type=int, choices=(1, 2, 4, 8), default=1, help="average over this many dihedral views")
+    p.add_argument("--out", metavar="FILE", help="where to write the submission (default: <results>/submission.csv)")
+    _common(p)
+    p.set_defaults(handler=cmd_predict)
 
     p = sub.add_parser("leaderboard", help="rank every run; write results/submission.csv from the best")
     p.add_argument("--by", choices=("val_accuracy", "val_auc"), default="val_accuracy", help="ranking metric")
@@ -284,6 +316,7 @@ def _specs(args: argparse.Namespace) -> list:
                 ("augment", augment),
                 ("tta", args.tta),
                 ("precise_bn", args.precise_bn),
+                ("precision", getattr(args, "precision", None)),
             )
             if value is not None
         }
@@ -344,11 +377,40 @@ def cmd_search(args: argparse.Namespace, out: Console, err: Console) -> int:
         augment=augment_config(args),
         tta=args.tta,
         precise_bn=args.precise_bn,
+        max_gmacs=args.max_gmacs,
         progress=not args.no_progress,
     )
-    summary = run_search(workspace, options)
+    from harness.workers import is_worker, run_workers
+
+    if args.workers == 1 or is_worker():
+        summary = run_search(workspace, options)
+        for line in summary.lines():
+            out.print(line)
+        return 0
+    if args.tuner != "optuna":
+        raise HarnessError("--workers needs --tuner optuna: KerasTuner's own parallel mode needs a chief process")
+    from dataclasses import replace
+
+    # Flags are checked, the tables and the study created, once: not raced by K processes.
+    summary = run_search(workspace, replace(options, open_only=True))
+    codes = run_workers(args.argv, args.workers, err) if summary.after < options.trials else []
+    summary = run_search(workspace, replace(options, open_only=True))
     for line in summary.lines():
         out.print(line)
+    if codes:
+        out.print(f"{args.workers} workers ran the trials: exit codes {', '.join(map(str, codes))}")
+    return 0 if not any(codes) else 1
+
+
+def cmd_predict(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from pathlib import Path
+
+    from harness.predict import predict_submission
+
+    workspace = _workspace(args, err)
+    path = Path(args.out) if args.out else workspace.submission_path
+    written = predict_submission(Path(args.model), workspace, path, tta=args.tta)
+    out.print(f"wrote {written}", highlight=False)
     return 0
 
 
@@ -454,13 +516,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Console() if sys.stdout.isatty() else Console(width=220)
     err = Console(stderr=True)
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # `search --workers` starts copies of this command
     from harness.backend import quiet_start
 
-    quiet_start()
     try:
+        quiet_start()
         return int(args.handler(args, out, err))
     except HarnessError as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        # One short line whatever the input held (a 10 MB id, a multi-line driver message).
+        from rich.markup import escape
+
+        message = " ".join(line.strip() for line in str(exc).strip().splitlines())
+        message = message if len(message) <= 1000 else f"{message[:1000]}... ({len(message):,} characters)"
+        err.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
         return 2
     except KeyboardInterrupt:
         err.print("[yellow]interrupted[/yellow]: finished runs are stored; the one in progress is marked interrupted")

@@ -35,10 +35,10 @@ def make_id(seed: int, split: str, index: int) -> str:
 def render_patch(rng: np.random.Generator, label: int) -> np.ndarray:
     """One 96x96x3 uint8 RGB patch; only the centre 32x32 depends on `label`."""
     # Slowly varying stain intensity: a coarse random grid, upsampled.
-    coarse = rng.normal(0.0, 1.0, (6, 6, 3)).astype(np.float32) * np.float32([3.0, 3.0, 3.0])
+    coarse = rng.normal(0.0, 1.0, (6, 6, 3)).astype(np.float32) * np.array([3.0, 3.0, 3.0], dtype=np.float32)
     coarse += rng.normal(0.0, 10.0, (6, 6, 1)).astype(np.float32)  # mostly lightness, a little hue
     tint = cv2.resize(coarse, (_SIZE, _SIZE), interpolation=cv2.INTER_CUBIC)
-    density = np.zeros((_SIZE, _SIZE), dtype=np.float32)
+    density: np.ndarray = np.zeros((_SIZE, _SIZE), dtype=np.float32)
 
     # Nuclei outside the centre follow the same law for both labels, so only the centre carries the label.
     lo, hi = _CENTRE[0] - 5, _CENTRE[1] + 5

@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 
 import pandas as pd
+from rich.console import JustifyMethod
 from rich.table import Table
 from sklearn.metrics import roc_auc_score
 
@@ -85,7 +86,7 @@ def add_test_auc(frame: pd.DataFrame, labels_csv: str | Path) -> pd.DataFrame:
         truth = pd.read_csv(labels_csv, dtype={"id": str}).set_index("id")["label"]
     except (OSError, KeyError, ValueError, pd.errors.ParserError) as exc:
         raise HarnessError(f"--test-labels {labels_csv}: not an id,label CSV ({exc})") from None
-    scores = []
+    scores: list[float | None] = []
     for path in frame["submission"]:
         if not isinstance(path, str) or not Path(path).exists():
             scores.append(None)
@@ -133,6 +134,7 @@ def _row_cells(row: pd.Series, columns: list[str]) -> list[str]:
 def render_table(frame: pd.DataFrame, title: str) -> Table:
     table = Table(title=title, header_style="bold")
     columns = _columns(frame)
+    justify: JustifyMethod
     for column in columns:
         justify = "right" if column not in ("run", "architecture", "origin", "status", "backend") else "left"
         table.add_column(HEADERS.get(column, column), justify=justify, no_wrap=column in ("run", "submission"))

@@ -24,7 +24,7 @@ from harness.budget import budget_key, budget_text
 from harness.errors import HarnessError
 from harness.hypothesis import VERDICT_RULE, Evidence, bootstrap_spearman, judge
 from harness.plots import save_figure
-from harness.store import RunRecord, redact
+from harness.store import RunRecord, engine_url, redact
 from harness.workspace import Workspace
 
 MIN_IMPORTANCE_TRIALS = 5  # fANOVA on fewer complete trials says nothing
@@ -128,7 +128,7 @@ def _importances(storage_url: str, studies: list[str]) -> list[tuple[str, dict[s
     out: list[tuple[str, dict[str, float] | None, str]] = []
     for name in studies:
         try:
-            study = optuna.load_study(study_name=name, storage=storage_url)
+            study = optuna.load_study(study_name=name, storage=engine_url(storage_url))  # PostgreSQL driver
         except Exception as exc:  # a missing study or an unreachable storage: say so in the report
             out.append((name, None, f"could not load the Optuna study: {exc}"))
             continue

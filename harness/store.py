@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import datetime as dt
+import importlib.util
 import os
 import socket
+import time
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, ProgrammingError, SQLAlchemyError
 
 from harness.errors import HarnessError
 
@@ -44,7 +46,7 @@ runs_table = sa.Table(
     sa.Column("parameters", sa.BigInteger),
     sa.Column("n_train", sa.Integer),
     sa.Column("n_val", sa.Integer),
-    sa.Column("dataset", sa.String(200)),
+    sa.Column("dataset", sa.Text),  # a path: PostgreSQL enforces VARCHAR lengths, SQLite does not
     sa.Column("synthetic", sa.Boolean),
     sa.Column("backend", sa.String(32)),
     sa.Column("environment", sa.JSON),
@@ -117,6 +119,33 @@ def redact(url: str) -> str:
         return "<unparseable storage URL>"
 
 
+def engine_url(url: str) -> str:
+    """A bare postgresql:// URL gets the installed driver (SQLAlchemy 2.0 defaults to psycopg2, 2.1 to psycopg 3)."""
+    parsed = make_url(url)
+    if parsed.drivername != "postgresql":
+        return url
+    for module in ("psycopg2", "psycopg"):
+        if importlib.util.find_spec(module) is not None:
+            return parsed.set(drivername=f"postgresql+{module}").render_as_string(hide_password=False)
+    return url
+
+
+def engine_connect_args(url: str) -> dict[str, Any]:
+    """Lock waits for SQLite (several local writers), a connect timeout for servers (an unreachable host)."""
+    backend = make_url(url).get_backend_name()
+    if backend == "sqlite":
+        return {"timeout": 60}
+    return {"connect_timeout": 10} if backend == "postgresql" else {}
+
+
+def open_error(url: str, exc: BaseException) -> str:
+    """Why a database could not be opened, in one line, never with the password."""
+    if isinstance(exc, ModuleNotFoundError):
+        return f"no database driver for {redact(url)} ({exc.name}): pip install 'harness[postgres]'"
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -138,20 +167,24 @@ class RunStore:
             raise HarnessError(
                 f"--storage {redact(url)!s} is not a database URL (e.g. sqlite:///results/harness.db)"
             ) from None
-        connect_args: dict[str, Any] = {}
-        if parsed.get_backend_name() == "sqlite":
-            if parsed.database:
-                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-            # Several processes may write: wait for the lock instead of failing at once.
-            connect_args = {"timeout": 60}
+        if parsed.get_backend_name() == "sqlite" and parsed.database:
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         try:
-            self.engine = sa.create_engine(url, connect_args=connect_args, pool_pre_ping=True)
+            # Several processes may write: SQLite waits for the lock instead of failing at once.
+            self.engine = sa.create_engine(engine_url(url), connect_args=engine_connect_args(url), pool_pre_ping=True)
             if parsed.get_backend_name() == "sqlite":
                 sa.event.listen(self.engine, "connect", _sqlite_pragmas)
-            metadata.create_all(self.engine)
+            for attempt in range(3):
+                try:
+                    metadata.create_all(self.engine)
+                    break
+                except (IntegrityError, ProgrammingError):
+                    # Workers starting together on a new PostgreSQL database race to create the table: look again.
+                    if attempt == 2:
+                        raise
+                    time.sleep(0.5)
         except (SQLAlchemyError, ModuleNotFoundError) as exc:
-            reason = str(getattr(exc, "orig", exc) or exc).strip().splitlines()[0] if str(exc) else type(exc).__name__
-            raise HarnessError(f"cannot open the run store at {redact(url)}: {reason}") from None
+            raise HarnessError(f"cannot open the run store at {redact(url)}: {open_error(url, exc)}") from None
 
     def _write(self, statement: sa.Executable) -> None:
         try:
@@ -190,6 +223,21 @@ class RunStore:
             query = query.where(runs_table.c.status == status)
         with self.engine.connect() as connection:
             return [RunRecord(**row) for row in connection.execute(query).mappings()]
+
+    def fail_if_running(self, run_ids: list[str], error: str) -> int:
+        """Mark these runs failed, but only those still 'running' (another process may have finished one)."""
+        if not run_ids:
+            return 0
+        statement = (
+            runs_table.update()
+            .where(runs_table.c.run_id.in_(run_ids), runs_table.c.status == "running")
+            .values(status="failed", error=error, updated_at=_now())
+        )
+        try:
+            with self.engine.begin() as connection:
+                return int(connection.execute(statement).rowcount or 0)
+        except OperationalError as exc:
+            raise HarnessError(f"cannot write to the run store at {redact(self.url)}: {exc.orig}") from None
 
     def reap_dead(self) -> int:
         """Mark 'running' records of processes that no longer exist on this host as failed; returns how many."""

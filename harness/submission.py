@@ -33,10 +33,18 @@ def build_submission(ids: Sequence[str], probabilities: np.ndarray, expected_ids
     return frame.set_index("id").loc[list(expected_ids)].reset_index()
 
 
+class SubmissionWriteError(HarnessError, OSError):
+    """A submission could not be written (a full disk, say): one line for the CLI, still an OSError for callers."""
+
+
 def write_submission(frame: pd.DataFrame, path: str | Path) -> Path:
     """Write atomically: a failure (a full disk, say) leaves any earlier file at `path` as it was."""
-    with atomic_path(path) as tmp:
-        frame.to_csv(tmp, index=False, float_format="%.6f")
+    try:
+        with atomic_path(path) as tmp:
+            frame.to_csv(tmp, index=False, float_format="%.6f")
+    except OSError as exc:
+        state = "the previous file is unchanged" if Path(path).exists() else "nothing was written"
+        raise SubmissionWriteError(f"cannot write submission {path}: {exc.strerror or exc}; {state}") from None
     return Path(path)
 
 

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from harness.augment import augmentation_layers
+from harness.backend import is_non_finite_output_error
 from harness.config import AugmentConfig, OptimizerConfig, TrainingConfig
 from harness.data import IMAGE_SHAPE
 from harness.feed import ImageBatches
@@ -241,6 +242,10 @@ def fit(
         history = model.fit(
             train, validation_data=val, epochs=training.epochs, verbose=0, callbacks=[*guards, *callbacks]
         )
+    except RuntimeError as exc:
+        if not is_non_finite_output_error(exc):
+            raise
+        raise NonFiniteLoss("loss became nan: the model's output is not a probability") from exc
     finally:
         for callback in callbacks:
             close = getattr(callback, "close", None)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import time
 import warnings
 from collections.abc import Callable
@@ -11,20 +13,38 @@ from typing import Any
 import optuna
 from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, ProgrammingError, SQLAlchemyError
 
 from harness.errors import HarnessError
 from harness.runner import new_run_id
 from harness.space import InvalidConfiguration
-from harness.store import RunRecord, redact
+from harness.store import RunRecord, RunStore, engine_connect_args, engine_url, open_error, redact
 from harness.tuners.optuna_pruning import OptunaPruning
+from harness.tuners.study_lock import StudyLock
 from harness.tuners.trials import TrialRunner
 
 HEARTBEAT_SECONDS = 30
 GRACE_SECONDS = 120  # a trial silent this long belongs to a dead process
 STARTUP_TRIALS = 10  # random trials before TPE models the results
 SETTINGS_ATTR = "harness_settings"
+# Shorter heartbeats find dead workers sooner (the tests use 1 s and 3 s); every process on a study must agree.
+ENV_HEARTBEAT = "HARNESS_HEARTBEAT_SECONDS"
+ENV_GRACE = "HARNESS_GRACE_SECONDS"
+LOST_WORKER = "its worker stopped sending heartbeats (killed, or its machine was lost); the trial is re-queued once"
+
+
+class _StudyFull(Exception):
+    """Raised in place of a new trial: the study has its `--trials`, so this worker stops."""
+
+
+def _seconds(name: str, default: int) -> int:
+    try:
+        value = int(os.environ.get(name, default))
+    except ValueError:
+        raise HarnessError(f"{name} must be a whole number of seconds, got {os.environ[name]!r}") from None
+    if value < 1:
+        raise HarnessError(f"{name} must be at least 1, got {value}")
+    return value
 
 
 def _retry_stale_trials_once() -> dict[str, Any]:
@@ -45,9 +65,14 @@ class OptunaEngine:
     """One Optuna study, opened for one session of `harness search`.
 
     Resume and crashes: the study lives in RDBStorage on the workspace URL, with a heartbeat. A trial whose process
-    was killed stops beating; the next session marks it FAIL (the run store marks its run failed: `reap_dead`) and
-    re-queues its parameters once. `--trials N` counts trials that reached an outcome: complete, pruned (including
-    never-built invalid combinations) and failed runs; killed or interrupted trials do not count, so they are redone.
+    was killed stops beating; after the grace period any worker (or the next session) marks it FAIL, marks its run
+    failed in the run store (on any host: the trial names its run) and re-queues its parameters once. `--trials N`
+    counts trials that reached an outcome: complete, pruned (including never-built invalid combinations) and failed
+    runs; killed or interrupted trials do not count, so they are redone.
+
+    Parallel workers: each new trial is asked for under a per-study lock, and only while the trials that count plus
+    those running are fewer than N, so N workers on one study run exactly N trials. A worker with no free slot waits
+    while others' trials run (one may die and be re-queued) and stops once N count.
     """
 
     def __init__(self, storage_url: str, study: str, pruner: optuna.pruners.BasePruner | None = None) -> None:
@@ -55,19 +80,27 @@ class OptunaEngine:
         self.study_name = study
         self.pruner = pruner
         optuna.logging.set_verbosity(optuna.logging.ERROR)  # the engine prints one line per trial itself
-        try:
-            backend = make_url(storage_url).get_backend_name()
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                self.storage = RDBStorage(
-                    storage_url,
-                    engine_kwargs={"connect_args": {"timeout": 60}} if backend == "sqlite" else {},
-                    heartbeat_interval=HEARTBEAT_SECONDS,
-                    grace_period=GRACE_SECONDS,
-                    **_retry_stale_trials_once(),
-                )
-        except (SQLAlchemyError, ModuleNotFoundError, RuntimeError) as exc:
-            raise HarnessError(f"cannot open Optuna storage at {redact(storage_url)}: {exc}") from None
+        self.heartbeat = _seconds(ENV_HEARTBEAT, HEARTBEAT_SECONDS)
+        self.grace = _seconds(ENV_GRACE, GRACE_SECONDS)
+        for attempt in range(3):
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    self.storage = RDBStorage(
+                        engine_url(storage_url),
+                        engine_kwargs={"connect_args": engine_connect_args(storage_url)},
+                        heartbeat_interval=self.heartbeat,
+                        grace_period=self.grace,
+                        **_retry_stale_trials_once(),
+                    )
+                break
+            except (SQLAlchemyError, ModuleNotFoundError, RuntimeError, ValueError) as exc:
+                # Workers starting together on a new database race to create Optuna's tables: try again.
+                if attempt < 2 and isinstance(exc, (IntegrityError, ProgrammingError)):
+                    time.sleep(0.5)
+                    continue
+                reason = open_error(storage_url, exc)
+                raise HarnessError(f"cannot open Optuna storage at {redact(storage_url)}: {reason}") from None
         self.study: optuna.Study | None = None
 
     def stored_settings(self) -> dict[str, Any] | None:
@@ -101,29 +134,68 @@ class OptunaEngine:
         """Run trials until `total` count (or the timeout passes); every trial goes through the runner."""
         assert self.study is not None
         epochs = trials.settings.epochs * trials.settings.folds  # pruning steps run on across K-fold models
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            # Offset the seed by the trials so far: a resumed study must not replay its first random samples.
-            sampler = optuna.samplers.TPESampler(
-                seed=trials.settings.seed + len(self.study.trials),
-                n_startup_trials=STARTUP_TRIALS,
-                multivariate=True,  # blocks x convs x width interact
-                constant_liar=True,  # parallel workers avoid proposing the same point
-            )
         pruner = self.pruner or optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs, reduction_factor=3)
-        study = optuna.load_study(study_name=self.study_name, storage=self.storage, sampler=sampler, pruner=pruner)
-        remaining = total - self.counted()
-        if remaining <= 0:
+        seed = trials.settings.seed
+        study = optuna.load_study(
+            study_name=self.study_name, storage=self.storage, sampler=_sampler(seed, 0), pruner=pruner
+        )
+        self.release_lost_trials(trials.runner.store, study)
+        if self.counted() >= total:
             return
+        # Optuna's loop asks for each trial through `study.ask`: this instance's own `ask` hands out slots.
+        study.ask = self._slot_asker(study, trials.runner.store, total, seed, timeout_s)  # type: ignore[method-assign]
         state: dict[str, Any] = {}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            study.optimize(
-                self._objective(trials, epochs, state),
-                n_trials=remaining,
-                timeout=timeout_s,
-                callbacks=[self._after_trial(trials, total, state)],
-            )
+            with contextlib.suppress(_StudyFull):  # the study has its trials: this worker is done
+                study.optimize(
+                    self._objective(trials, epochs, state),
+                    timeout=timeout_s,
+                    callbacks=[self._after_trial(trials, total, state)],
+                )
+
+    def _slot_asker(
+        self, study: optuna.Study, store: RunStore, total: int, seed: int, timeout_s: float | None
+    ) -> Callable[..., optuna.Trial]:
+        """`study.ask`, but only while a slot is free; waits while other workers' trials hold the last ones."""
+        ask = study.ask
+        lock = StudyLock(self.storage_url, self.study_name)
+        deadline = time.monotonic() + timeout_s if timeout_s else math.inf
+        poll = min(5.0, self.heartbeat)
+
+        def ask_for_a_slot(*args: Any, **kwargs: Any) -> optuna.Trial:
+            while True:
+                with lock:
+                    self.release_lost_trials(store, study)
+                    now = study.get_trials(deepcopy=False)
+                    done = sum(counts_toward_total(t) for t in now)
+                    running = sum(t.state == TrialState.RUNNING for t in now)
+                    if done >= total:
+                        raise _StudyFull
+                    if done + running < total:
+                        # Seeded by the new trial's number, unique under the lock: workers never replay each
+                        # other's random samples, and a resumed study does not replay its own.
+                        study.sampler = _sampler(seed, len(now))
+                        return ask(*args, **kwargs)
+                if time.monotonic() + poll > deadline:
+                    raise _StudyFull
+                time.sleep(poll)  # a running trial ends, or its dead worker's heartbeat goes stale
+
+        return ask_for_a_slot
+
+    def release_lost_trials(self, store: RunStore, study: optuna.Study | None = None) -> int:
+        """Fail the trials of workers whose heartbeat stopped (re-queued once) and their runs, on any host."""
+        study = study or self.study
+        assert study is not None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
+        lost = [
+            str(t.user_attrs["run_id"])
+            for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+            if "outcome" not in t.user_attrs and "run_id" in t.user_attrs
+        ]
+        return store.fail_if_running(lost, LOST_WORKER)
 
     def _objective(self, trials: TrialRunner, epochs: int, state: dict[str, Any]) -> Callable[[optuna.Trial], float]:
         def objective(trial: optuna.Trial) -> float:
@@ -183,3 +255,14 @@ class OptunaEngine:
                 study.stop()  # also stops when other workers or re-queued trials filled the study
 
         return after
+
+
+def _sampler(seed: int, offset: int) -> optuna.samplers.TPESampler:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(
+            seed=seed + offset,
+            n_startup_trials=STARTUP_TRIALS,
+            multivariate=True,  # blocks x convs x width interact
+            constant_liar=True,  # parallel workers avoid proposing the same point
+        )
