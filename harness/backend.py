@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
+import json
 import os
 import platform
 import socket
@@ -30,11 +32,62 @@ def _stderr_fd_silenced() -> Iterator[None]:
         os.close(devnull)
 
 
+# Each Keras backend and the package that provides it (installed with `pip install "harness[<backend>]"`).
+BACKENDS = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
+
+
+def pick_backend(requested: str | None, configured: str | None, installed: list[str]) -> str | None:
+    """The backend to ask Keras for, or None to leave Keras' own choice; HarnessError when none can run.
+
+    `requested` is KERAS_BACKEND, `configured` keras.json's backend (Keras' default is TensorFlow). An explicit
+    request is obeyed or refused; otherwise an installed backend stands in for a configured one that is missing.
+    """
+    from harness.errors import HarnessError
+
+    if requested:
+        if requested in BACKENDS and requested not in installed:
+            raise HarnessError(f"KERAS_BACKEND={requested}, but {requested} is not installed: "
+                               f'pip install "harness[{requested}]", or set KERAS_BACKEND to one of: '
+                               f"{', '.join(installed) or 'none is installed'}")  # fmt: skip
+        return None
+    configured = configured or "tensorflow"
+    if configured in installed or configured not in BACKENDS:
+        return None
+    if not installed:
+        raise HarnessError('no Keras backend is installed: pip install "harness[tensorflow]" (or [jax], [torch])')
+    return installed[0]
+
+
+def choose_backend() -> str | None:
+    """Before Keras starts: when its backend is not installed but another is, use that one (sets KERAS_BACKEND)."""
+    if "keras" in sys.modules:
+        return None  # Keras has chosen already
+    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    try:
+        configured = json.loads(Path(home, "keras.json").read_text()).get("backend")
+    except (OSError, ValueError, AttributeError):
+        configured = None
+    installed = [name for name, module in BACKENDS.items() if importlib.util.find_spec(module) is not None]
+    chosen = pick_backend(os.environ.get("KERAS_BACKEND"), configured, installed)
+    if chosen:
+        os.environ["KERAS_BACKEND"] = chosen
+    return chosen
+
+
+def is_non_finite_output_error(exc: BaseException) -> bool:
+    """Whether `exc` is the backend refusing a NaN probability, which TensorFlow and JAX report as a NaN loss.
+
+    PyTorch's binary_cross_entropy raises 'all elements of input should be between 0 and 1' instead.
+    """
+    return backend_name() == "torch" and isinstance(exc, RuntimeError) and "should be between 0 and 1" in str(exc)
+
+
 def quiet_start() -> None:
     """Start the backend without TensorFlow's C++ start-up lines (oneDNN, CUDA probing) on the terminal.
 
     Set HARNESS_VERBOSE=1 to see them, e.g. when a GPU is not found.
     """
+    choose_backend()
     if os.environ.get("HARNESS_VERBOSE"):
         return
     with _stderr_fd_silenced():
@@ -45,6 +98,50 @@ def quiet_start() -> None:
 
             tf.config.list_physical_devices("GPU")  # device probing prints too: do it now, silenced
             tf.get_logger().setLevel("ERROR")  # e.g. retracing notes for the last, smaller batch
+
+
+def set_threads(threads: int) -> None:
+    """Use `threads` compute threads (within and across ops); call before the backend runs anything."""
+    name = backend_name()
+    if name == "tensorflow":
+        import tensorflow as tf
+
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(threads)
+        except RuntimeError:
+            from harness.errors import HarnessError
+
+            raise HarnessError("--threads must be set before TensorFlow starts; it had already started") from None
+    elif name == "torch":
+        import torch
+
+        torch.set_num_threads(threads)
+        torch.set_num_interop_threads(threads)
+    else:
+        from harness.errors import HarnessError
+
+        raise HarnessError(f"--threads is not supported on the {name} backend; limit the process instead (taskset)")
+
+
+def forget_traced_gradients() -> int:
+    """Drop the gradient functions TensorFlow registers globally each time a train step is traced; returns how many.
+
+    Keras' TensorFlow optimizer all-reduces gradients through tf.distribute, whose graph-mode custom_gradient
+    registers a 'CustomGradient-<uid>' entry in a process-wide registry. Each entry keeps its whole FuncGraph alive,
+    so clear_session() alone leaves ~10 MB per trial (more for deep models). Call only when no model is in use.
+    """
+    if backend_name() != "tensorflow":
+        return 0
+    from tensorflow.python.framework import ops
+
+    registry = getattr(getattr(ops, "_gradient_registry", None), "_registry", None)
+    if not isinstance(registry, dict):
+        return 0
+    stale = [name for name in registry if name.startswith("CustomGradient-")]
+    for name in stale:
+        del registry[name]
+    return len(stale)
 
 
 def backend_name() -> str:
@@ -72,7 +169,7 @@ def devices() -> list[str]:
 
 
 def backend_version() -> str:
-    module = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}.get(backend_name())
+    module = BACKENDS.get(backend_name())
     if module is None:
         return "unknown"
     return str(getattr(__import__(module), "__version__", "unknown"))
