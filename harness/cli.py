@@ -71,7 +71,6 @@ def _budget(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--precise-bn",
         type=int,
-        default=20,
         metavar="B",
         help="recompute BatchNorm statistics from B training batches before each validation (0: off, as the notebook)",
     )
@@ -128,7 +127,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train, validate and predict; each run is recorded in the store with its artifacts.",
     )
     p.add_argument(
-        "targets", nargs="+", metavar="ARCH", help="'baselines' (the seed's three CNNs) or architecture names"
+        "targets",
+        nargs="+",
+        metavar="ARCH",
+        help="'baselines' (the seed's three CNNs), architecture names, or run ids to rerun (e.g. a search trial,"
+        " with its data protocol; flags given here, such as --augment or --tta, change it)",
     )
     _common(p)
     _budget(p)
@@ -293,34 +296,45 @@ def augment_config(args: argparse.Namespace):
     return AugmentConfig(**values, crop_size=args.crop_size)
 
 
-def _specs(args: argparse.Namespace) -> list:
+def _training_overrides(args: argparse.Namespace) -> dict:
+    """The training flags the user gave (None and the no-op defaults are left out)."""
+    augment = augment_config(args)
+    return {
+        key: value
+        for key, value in (
+            ("epochs", args.epochs),
+            ("batch_size", args.batch_size),
+            ("time_limit", args.time_limit * 60 if args.time_limit else None),
+            ("augment", augment if augment.active else None),
+            ("tta", args.tta if args.tta != 1 else None),
+            ("precise_bn", args.precise_bn),
+            ("precision", getattr(args, "precision", None)),
+        )
+        if value is not None
+    }
+
+
+def _specs(args: argparse.Namespace, store) -> list:  # noqa: ANN001
+    """One RunSpec per target: a registered architecture with its defaults, or a stored run to train again."""
     from dataclasses import replace
 
-    from harness.config import DataConfig, RunSpec, TrainingConfig
+    from harness.config import DataConfig, Origin, RunSpec, TrainingConfig
     from harness.registry import ARCHITECTURES
 
-    names: list[str] = []
-    for target in args.targets:
-        names += ARCHITECTURES.names(baseline=True) if target == "baselines" else [ARCHITECTURES.get(target).name]
     data = DataConfig(protocol=args.protocol, sample=args.sample, seed=args.seed, folds=args.folds)
-    augment = augment_config(args)
+    overrides = _training_overrides(args)
     specs = []
-    for name in dict.fromkeys(names):  # keep order, drop repeats
-        training = ARCHITECTURES.get(name).meta.get("training") or TrainingConfig()
-        overrides = {
-            key: value
-            for key, value in (
-                ("epochs", args.epochs),
-                ("batch_size", args.batch_size),
-                ("time_limit", args.time_limit * 60 if args.time_limit else None),
-                ("augment", augment),
-                ("tta", args.tta),
-                ("precise_bn", args.precise_bn),
-                ("precision", getattr(args, "precision", None)),
+    for target in dict.fromkeys(args.targets):  # keep order, drop repeats
+        if target not in ARCHITECTURES and target != "baselines" and store.has(target):
+            stored = RunSpec.from_dict(store.get(target).spec)
+            specs.append(
+                replace(stored, training=replace(stored.training, **overrides), origin=Origin(kind=f"rerun:{target}"))
             )
-            if value is not None
-        }
-        specs.append(RunSpec(architecture=name, training=replace(training, **overrides), data=data, seed=args.seed))
+            continue
+        names = ARCHITECTURES.names(baseline=True) if target == "baselines" else [ARCHITECTURES.get(target).name]
+        for name in names:
+            training = ARCHITECTURES.get(name).meta.get("training") or TrainingConfig()
+            specs.append(RunSpec(name, training=replace(training, **overrides), data=data, seed=args.seed))
     return specs
 
 
@@ -328,9 +342,9 @@ def cmd_run(args: argparse.Namespace, out: Console, err: Console) -> int:
     from harness.leaderboard import rank, render_table
     from harness.runner import Runner
 
-    specs = _specs(args)
     workspace = _workspace(args, err)
     store = workspace.store()
+    specs = _specs(args, store)
     dataset = workspace.dataset(progress=not args.no_progress)
     runner = Runner(dataset, store, workspace.results, progress=not args.no_progress, console=err)
     records = []

@@ -207,6 +207,11 @@ class RunStore:
             raise ValueError(f"unknown status {values['status']!r}")
         self._write(runs_table.update().where(runs_table.c.run_id == run_id).values(updated_at=_now(), **values))
 
+    def has(self, run_id: str) -> bool:
+        with self.engine.connect() as connection:
+            query = sa.select(runs_table.c.run_id).where(runs_table.c.run_id == run_id)
+            return connection.execute(query).first() is not None
+
     def get(self, run_id: str) -> RunRecord:
         with self.engine.connect() as connection:
             row = connection.execute(sa.select(runs_table).where(runs_table.c.run_id == run_id)).mappings().first()

@@ -91,3 +91,17 @@ def test_bad_flag_values_exit_non_zero(capsys):
         main(["run", "baselines", "--epochs", "0"])
     assert info.value.code == 2
     assert "--epochs" in capsys.readouterr().err
+
+
+def test_a_stored_run_can_be_trained_again_with_changed_flags(make_kaggle, tmp_path, capsys):
+    data = make_kaggle(n_train=40, n_test=8)
+    where = ["--data", str(data), "--results", str(tmp_path / "r"), "--no-progress"]
+    assert run_cli(capsys, "run", "cnn", "--epochs", "1", "--protocol", "stratified", "--seed", "7", *where)[0] == 0
+    store = RunStore(default_storage(tmp_path / "r"))
+    (first,) = store.runs()
+    assert run_cli(capsys, "run", first.run_id, "--tta", "2", "--dihedral", *where)[0] == 0
+    again = next(r for r in store.runs() if r.run_id != first.run_id)
+    assert again.origin == f"rerun:{first.run_id}" and again.status == "complete"
+    assert again.spec["arch_kwargs"] == first.spec["arch_kwargs"] and again.spec["data"] == first.spec["data"]
+    assert again.tta == 2 and again.spec["training"]["augment"]["dihedral"] is True
+    assert again.spec["training"]["epochs"] == 1
