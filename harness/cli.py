@@ -314,7 +314,7 @@ def _training_overrides(args: argparse.Namespace) -> dict:
     }
 
 
-def _specs(args: argparse.Namespace, store) -> list:  # noqa: ANN001
+def _specs(args: argparse.Namespace, store) -> list:
     """One RunSpec per target: a registered architecture with its defaults, or a stored run to train again."""
     from dataclasses import replace
 
