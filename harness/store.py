@@ -174,13 +174,14 @@ class RunStore:
             self.engine = sa.create_engine(engine_url(url), connect_args=engine_connect_args(url), pool_pre_ping=True)
             if parsed.get_backend_name() == "sqlite":
                 sa.event.listen(self.engine, "connect", _sqlite_pragmas)
-            for attempt in range(3):
+            for attempt in range(5):
                 try:
                     metadata.create_all(self.engine)
                     break
-                except (IntegrityError, ProgrammingError):
-                    # Workers starting together on a new PostgreSQL database race to create the table: look again.
-                    if attempt == 2:
+                except (IntegrityError, ProgrammingError, OperationalError):
+                    # Processes starting together on a new database race to create the table (PostgreSQL raises
+                    # IntegrityError/ProgrammingError, SQLite "table already exists" or "locked"): look again.
+                    if attempt == 4:
                         raise
                     time.sleep(0.5)
         except (SQLAlchemyError, ModuleNotFoundError) as exc:
