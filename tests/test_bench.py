@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -31,6 +32,10 @@ def table_rows(text: str) -> tuple[list[str], list[list[str]]]:
     return cells[0], [c for c in cells[1:] if c[0]]
 
 
+@pytest.mark.skipif(
+    importlib.util.find_spec("tensorflow") is None,
+    reason="the seed's way (ImageDataGenerator) needs TensorFlow; this environment runs another backend",
+)
 def test_bench_prints_every_stage_side_by_side(tmp_path, capsys):
     report = tmp_path / "bench.json"
     argv = ["bench", "--synthetic", "300", "--repeats", "1", "--steps", "2", "--predict-images", "8"]
