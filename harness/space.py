@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from harness.config import OptimizerConfig
+from harness.config import AugmentConfig, OptimizerConfig
 from harness.errors import HarnessError
 
 OPTIMIZER_CHOICES = ("adam", "adamw", "rmsprop", "sgd")
@@ -40,6 +40,7 @@ class Sample:
     arch_kwargs: dict[str, Any]
     optimizer: OptimizerConfig
     batch_size: int | None = None
+    augment: AugmentConfig | None = None  # None: the study's own augmentation settings
     # Values computed from the suggestions (effective convs, widths, parameter count), stored with the run.
     derived: dict[str, Any] = field(default_factory=dict)
 

@@ -146,3 +146,18 @@ def test_fixed_values_outside_the_space_are_refused():
         widen(FixedSuggest({**SEED_POINTS["seed_model2"], "blocks": 9}))
     with pytest.raises(HarnessError, match="no value for search parameter 'dropout'"):
         widen(FixedSuggest({k: v for k, v in SEED_POINTS["seed_model2"].items() if k != "dropout"}))
+
+
+def test_the_augment_space_varies_augmentation_and_trials_train_with_it():
+    import dataclasses
+
+    from harness.tuners.trials import StudySettings, TrialRunner
+
+    point = {"dihedral": True, "brightness": 0.15, "contrast": 0.0, "hue": 0.02, "crop": "random", "crop_size": 64}
+    space = SEARCH_SPACES.get("augment").builder
+    sample = space(FixedSuggest(point))
+    assert sample.architecture == "seed_model2" and sample.optimizer == ARCH_TRAINING["seed_model2"].optimizer
+    assert dataclasses.asdict(sample.augment) == point
+    settings = StudySettings("augment", "optuna", None, 1, None, "seed", 101, 50)
+    trials = TrialRunner(None, space, "seed_model2", settings, "study", None)  # type: ignore[arg-type]
+    assert trials.spec(sample, 0).training.augment == sample.augment

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import resource
 import time
@@ -132,6 +133,8 @@ class TrialRunner:
 
     def spec(self, sample: Sample, number: int, epochs: int | None = None) -> RunSpec:
         training = self.settings.training(epochs, sample.batch_size, optimizer=sample.optimizer)
+        if sample.augment is not None:  # a space that searches over augmentation (search_spaces/augment.py)
+            training = dataclasses.replace(training, augment=sample.augment)
         origin = Origin(kind="search", study=self.study, trial=number, tuner=self.settings.tuner)
         kwargs = dict(sample.arch_kwargs)
         return RunSpec(sample.architecture, kwargs, training, self.settings.data, self.settings.seed, origin)
