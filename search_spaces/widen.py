@@ -46,6 +46,22 @@ def max_convs_per_block(blocks: int, padding: str = "valid", input_size: int = I
     return max((c for c in range(low, high + 1) if feature_map_size(input_size, [c] * blocks, padding)), default=0)
 
 
+def conv_layers(
+    widths: Sequence[int], convs: Sequence[int], input_shape: tuple[int, int, int], padding: str
+) -> tuple[list[tuple[int, int, int, bool]], int]:
+    """`architectures.cnn`'s conv layers as (output side, in channels, out channels, last of its block), and the
+    flattened size that feeds the head."""
+    size, channels, layers = input_shape[0], input_shape[2], []
+    for block, (width, count) in enumerate(zip(widths, convs, strict=True)):
+        for i in range(count):
+            if (block or i) and padding == "valid":  # the very first conv always pads 'same'
+                size -= 2
+            layers.append((size, channels, width, i == count - 1))
+            channels = width
+        size //= 2
+    return layers, size * size * channels
+
+
 def cnn_parameters(
     widths: Sequence[int],
     convs: Sequence[int],
@@ -57,19 +73,12 @@ def cnn_parameters(
     **_: object,
 ) -> int:
     """`architectures.cnn`'s parameter count without building it (PReLU holds one slope per unit)."""
-    size, channels, total = input_shape[0], input_shape[2], 0
-    for block, (width, count) in enumerate(zip(widths, convs, strict=True)):
-        for i in range(count):
-            if (block or i) and padding == "valid":  # the very first conv always pads 'same'
-                size -= 2
-            total += 9 * channels * width + width
-            channels = width
-            if activation == "prelu":
-                total += size * size * width
-        size //= 2
-        if batch_norm:
-            total += 4 * width  # gamma, beta and the two moving statistics
-    inputs = size * size * channels
+    layers, inputs = conv_layers(widths, convs, input_shape, padding)
+    total = 0
+    for size, cin, cout, last in layers:
+        total += 9 * cin * cout + cout + (size * size * cout if activation == "prelu" else 0)
+        if last and batch_norm:
+            total += 4 * cout  # gamma, beta and the two moving statistics
     for units in dense:
         total += inputs * units + units + (units if activation == "prelu" else 0)
         inputs = units
@@ -85,15 +94,8 @@ def cnn_gmacs(
     **_: object,
 ) -> float:
     """Multiply-accumulates of one forward pass of `architectures.cnn`, in billions: what a trial costs to train."""
-    size, channels, total = input_shape[0], input_shape[2], 0
-    for block, (width, count) in enumerate(zip(widths, convs, strict=True)):
-        for i in range(count):
-            if (block or i) and padding == "valid":
-                size -= 2
-            total += size * size * 9 * channels * width
-            channels = width
-        size //= 2
-    inputs = size * size * channels
+    layers, inputs = conv_layers(widths, convs, input_shape, padding)
+    total = sum(size * size * 9 * cin * cout for size, cin, cout, _ in layers)
     for units in (*dense, 1):
         total += inputs * units
         inputs = units
