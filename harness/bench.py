@@ -262,7 +262,9 @@ class _Bench:
             + (f"accelerators: {', '.join(gpus)}" if gpus else "no GPU on this machine: CPU figures only")
         )
         if not self.has_tf:
-            self.result.notes.append("the seed's way needs TensorFlow (its ImageDataGenerator): seed columns are empty")
+            self.result.notes.append(
+                "the seed's ImageDataGenerator is TensorFlow's: feed, train and predict have no seed column here"
+            )
         stages = {"prepare": self.prepare, "feed": self.feed, "train": self.train, "predict": self.predict}
         for stage in STAGES:
             if stage in self.options.stages:
@@ -301,7 +303,7 @@ class _Bench:
             folder = self.folder(size)
             n_images = size + self.n_test(size)
             _warm(folder)  # both ways then read from the page cache: neither pays for the first read
-            run_seed = self.has_tf and size <= options.seed_limit
+            run_seed = size <= options.seed_limit  # PrepareData is pandas and OpenCV: any backend
             seed_times, ours, seed_cpu, ours_cpu = [], [], [], []
             for _ in range(options.repeats):
                 if run_seed:
@@ -339,8 +341,7 @@ class _Bench:
                 row.ratio = n_images / ours_s / row.seed
                 row.note = f"seed extrapolated (a·n + b·n² through its timings): ~{estimate / 3600:.1f} h; {work}"
             elif seed_s is None:
-                why = "seed not run (over --seed-limit)" if self.has_tf else "seed needs TensorFlow"
-                row.note = f"{why}; {work}"
+                row.note = f"seed not run (over --seed-limit); {work}"
             self.result.rows.append(row)
             scaling.append(
                 f"{size:,}: harness {1e3 * ours_s / n_images:.3f} ms/image"
@@ -434,6 +435,7 @@ class _Bench:
             self._train_model(model_name, dataset, split.train, split.val)
 
     def _train_model(self, name: str, dataset: Dataset, train_index: np.ndarray, val_index: np.ndarray) -> None:
+        """Seed and harness fits alternate, `steps` batches each; the rate is the median over all their batches."""
         import keras
 
         from harness.feed import ImageBatches
@@ -452,20 +454,19 @@ class _Bench:
         images, labels = dataset.train.images, dataset.train.labels
         val = ImageBatches(images, val_index[:batch], labels, batch)
 
-        def harness_way(model: keras.Model, batch_size: int) -> Callable[[int], float]:
+        def harness_way(model: keras.Model, batch_size: int) -> tuple[Callable[[], None], Any]:
             clock = batch_clock()
-            n_images = max(2, steps * SEED_BATCH // batch_size) * batch_size
+            config = _one_epoch(training, batch_size)
 
-            def once(n: int) -> float:
-                batches = ImageBatches(images, train_index[:n], labels, batch_size, shuffle=True, seed=101)
-                fit(model, batches, val, _one_epoch(training, batch_size), [clock])
-                return clock.rate(batch_size)
+            def once(n_batches: int) -> None:
+                index = train_index[: n_batches * batch_size]
+                fit(model, ImageBatches(images, index, labels, batch_size, True, 101), val, config, [clock])
 
-            once(options.warmup * batch_size)
-            return lambda _: once(n_images)
+            once(options.warmup)
+            clock.seconds.clear()
+            return lambda: once(max(2, steps * SEED_BATCH // batch_size)), clock
 
-        seed_rates, ours_rates = [], []
-        seed_step = None
+        seed_step, seed_clock = None, None
         if self.has_tf:
             from harness.bench_seed import compile_like_notebook, train_generator
 
@@ -473,28 +474,28 @@ class _Bench:
             generator = train_generator(self.seed_prepared(self.main).train_dir, batch)
             seed_clock = batch_clock()
 
-            def seed_step(n_steps: int) -> float:
+            def seed_step(n_steps: int = steps) -> None:
                 seed_model.fit(generator, epochs=1, steps_per_epoch=n_steps, verbose=0, callbacks=[seed_clock])
-                return seed_clock.rate(batch)
 
             seed_step(options.warmup)
-        ours_step = harness_way(compile_model(_with_pipeline(_build(name)), training), batch)
+            seed_clock.seconds.clear()
+        ours_step, ours_clock = harness_way(compile_model(_with_pipeline(_build(name)), training), batch)
         for _ in range(options.repeats):
             if seed_step is not None:
-                seed_rates.append(seed_step(steps))
-            ours_rates.append(ours_step(steps))
-        seed_rate = median(seed_rates) if seed_rates else None
-        ours_rate = median(ours_rates)
+                seed_step()
+            ours_step()
+        seed_rate = seed_clock.rate(batch) if seed_clock is not None else None
+        ours_rate = ours_clock.rate(batch)
         self._train_rates[name] = (ours_rate, f"float32, batch {batch}")
         self.result.rows.append(
             Row(
                 "train",
                 f"{name}, batch {batch}: fit on flow_from_directory vs harness fit",
-                steps * batch,
+                options.repeats * steps * batch,
                 seed=seed_rate,
                 harness=ours_rate,
                 target=TARGETS["train"],
-                note="steady state: tracing and validation left out",
+                note="median batch time; tracing and validation left out",
             )
         )
         if not options.knobs:
@@ -504,19 +505,21 @@ class _Bench:
             ("XLA (jit_compile)", "float32", True, batch),
             ("batch 256", "float32", False, 256),
         ):
-            if (max(2, steps * SEED_BATCH // batch_size) + options.warmup) * batch_size > len(train_index):
+            n_batches = max(2, steps * SEED_BATCH // batch_size)
+            if max(n_batches, options.warmup) * batch_size > len(train_index):
                 continue
             model = _with_pipeline(_build(name, precision))
             compile_model(model, _with_precision(training, precision))
             model.jit_compile = jit
-            keras.utils.set_random_seed(0)
-            step = harness_way(model, batch_size)
-            rate = median([step(steps) for _ in range(options.repeats)])
+            step, clock = harness_way(model, batch_size)
+            for _ in range(options.repeats):
+                step()
+            rate = clock.rate(batch_size)
             self.result.rows.append(
                 Row(
                     "train",
                     f"{name}, harness + {label}",
-                    max(2, steps * SEED_BATCH // batch_size) * batch_size,
+                    options.repeats * n_batches * batch_size,
                     seed=seed_rate,
                     harness=rate,
                     baseline=ours_rate,
@@ -615,19 +618,25 @@ def batch_clock() -> Any:
         import keras
 
         class _BatchClock(keras.callbacks.Callback):
-            """Wall time at the end of each training batch: a steady-state rate without tracing or validation."""
+            """Seconds of each training batch but a fit's first (its iterator starts): no tracing, no validation."""
+
+            def __init__(self) -> None:
+                super().__init__()
+                self.seconds: list[float] = []
+                self._last: float | None = None
 
             def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
-                self.ends: list[float] = []
+                self._last = None
 
             def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-                self.ends.append(time.perf_counter())
+                now = time.perf_counter()
+                if self._last is not None:
+                    self.seconds.append(now - self._last)
+                self._last = now
 
             def rate(self, batch_size: int) -> float:
-                """Images/s from the end of the first batch (iterator start-up excluded) to the end of the last."""
-                if len(self.ends) < 2:
-                    return math.nan
-                return (len(self.ends) - 1) * batch_size / (self.ends[-1] - self.ends[0])
+                """Images/s at the median batch: a median over many batches shrugs off passing load."""
+                return batch_size / median(self.seconds) if self.seconds else math.nan
 
         _BATCH_CLOCK = _BatchClock
     return _BATCH_CLOCK()

@@ -119,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     data_sub = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
     check = data_sub.add_parser("check", help="validate a Kaggle folder, build its cache, report blanks and duplicates")
     _common(check)
-    check.set_defaults(handler=cmd_data_check)
+    check.set_defaults(handler=cmd_data_check, backend=False)  # no model: start in 0.8 s, not 4.6 s
 
     p = sub.add_parser(
         "run",
@@ -534,7 +534,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from harness.backend import quiet_start
 
     try:
-        quiet_start()
+        if getattr(args, "backend", True):  # importing the backend (TensorFlow) costs seconds; skip it when unused
+            quiet_start()
         return int(args.handler(args, out, err))
     except HarnessError as exc:
         # One short line whatever the input held (a 10 MB id, a multi-line driver message).

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -32,10 +31,6 @@ def table_rows(text: str) -> tuple[list[str], list[list[str]]]:
     return cells[0], [c for c in cells[1:] if c[0]]
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("tensorflow") is None,
-    reason="the seed's way (ImageDataGenerator) needs TensorFlow; this environment runs another backend",
-)
 def test_bench_prints_every_stage_side_by_side(tmp_path, capsys):
     report = tmp_path / "bench.json"
     argv = ["bench", "--synthetic", "300", "--repeats", "1", "--steps", "2", "--predict-images", "8"]
@@ -46,11 +41,15 @@ def test_bench_prints_every_stage_side_by_side(tmp_path, capsys):
     assert tuple(header[: len(COLUMNS)]) == COLUMNS
     by_stage = {stage: [r for r in rows if r[0] == stage] for stage in ("prepare", "feed", "train", "predict")}
     assert all(by_stage.values()), rows
+    # The seed's ImageDataGenerator is TensorFlow's: on JAX or PyTorch only PrepareData has a seed column.
+    seeded = ("prepare", "feed", "train", "predict") if keras.config.backend() == "tensorflow" else ("prepare",)
     for stage, stage_rows in by_stage.items():
         for row in stage_rows:
-            seed, ours, ratio = (float(row[i].lstrip("~").replace(",", "").rstrip("x")) for i in (3, 4, 5))
-            assert seed > 0 and ours > 0 and ratio > 0, (stage, row)
-            assert re.fullmatch(r">= [\d.]+x", row[6]) and row[7] in ("yes", "NO")
+            assert float(row[4].replace(",", "")) > 0, (stage, row)
+            if stage in seeded:
+                seed, ratio = (float(row[i].lstrip("~").replace(",", "").rstrip("x")) for i in (3, 5))
+                assert seed > 0 and ratio > 0, (stage, row)
+                assert re.fullmatch(r">= [\d.]+x", row[6]) and row[7] in ("yes", "NO")
     assert len(by_stage["prepare"]) == 2  # sample/10 and sample: the scaling is shown
     assert "feed/train" in {r[0] for r in rows}
     saved = json.loads(report.read_text())
