@@ -151,20 +151,22 @@ def backend_name() -> str:
 
 
 def devices() -> list[str]:
-    """Accelerators the backend can use, e.g. ['GPU:0']; empty on a CPU-only machine."""
+    """Accelerators the backend can use, with their model names, e.g. ['cuda:0 NVIDIA H100']; empty on a CPU."""
     name = backend_name()
     if name == "tensorflow":
         import tensorflow as tf
 
-        return [f"GPU:{i}" for i, _ in enumerate(tf.config.list_physical_devices("GPU"))]
+        gpus = tf.config.list_physical_devices("GPU")
+        details = [tf.config.experimental.get_device_details(g).get("device_name", "") for g in gpus]
+        return [f"GPU:{i} {d}".strip() for i, d in enumerate(details)]
     if name == "jax":
         import jax
 
-        return [str(d) for d in jax.devices() if d.platform != "cpu"]
+        return [f"{d} {d.device_kind}" for d in jax.devices() if d.platform != "cpu"]
     if name == "torch":
         import torch
 
-        return [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+        return [f"cuda:{i} {torch.cuda.get_device_name(i)}" for i in range(torch.cuda.device_count())]
     return []
 
 

@@ -182,7 +182,7 @@ class _Bench:
         self._seed_prepared: dict[int, Any] = {}
         self._feed: tuple[int, float] | None = None  # images per epoch, images/s
         self._train_rates: dict[str, tuple[float, str]] = {}  # the fastest harness training rate, and how
-        self.has_tf = _backend() == "tensorflow"
+        self._ceiling: float | None = None
 
     # ------------------------------------------------------------------ set-up
 
@@ -261,10 +261,6 @@ class _Bench:
             f"{env['backend']} {env['backend_version']}, keras {env['keras']}, {os.cpu_count()} CPUs, "
             + (f"accelerators: {', '.join(gpus)}" if gpus else "no GPU on this machine: CPU figures only")
         )
-        if not self.has_tf:
-            self.result.notes.append(
-                "the seed's ImageDataGenerator is TensorFlow's: feed, train and predict have no seed column here"
-            )
         stages = {"prepare": self.prepare, "feed": self.feed, "train": self.train, "predict": self.predict}
         for stage in STAGES:
             if stage in self.options.stages:
@@ -387,16 +383,13 @@ class _Bench:
         dataset = self.dataset(self.main)
         split = make_split(dataset, DataConfig())
         ours = ImageBatches(dataset.train.images, split.train, dataset.train.labels, SEED_BATCH, shuffle=True, seed=101)
-        seed_times, our_times = [], []
-        generator, n_seed = None, 0
-        if self.has_tf:
-            from harness.bench_seed import feed_seconds, train_generator
+        from harness.bench_seed import feed_seconds, train_generator
 
-            generator = train_generator(self.seed_prepared(self.main).train_dir)
+        seed_times, our_times = [], []
+        generator, n_seed = train_generator(self.seed_prepared(self.main).train_dir), 0
         for _ in range(self.options.repeats):
-            if generator is not None:
-                n_seed, seconds = feed_seconds(generator)
-                seed_times.append(seconds)
+            n_seed, seconds = feed_seconds(generator)
+            seed_times.append(seconds)
             our_times.append(_epoch_seconds(ours))
         n = len(split.train)
         self._feed = (n, n / median(our_times))
@@ -466,38 +459,32 @@ class _Bench:
             clock.seconds.clear()
             return lambda: once(max(2, steps * SEED_BATCH // batch_size)), clock
 
-        seed_step, seed_clock = None, None
-        if self.has_tf:
-            from harness.bench_seed import compile_like_notebook, train_generator
+        from harness.bench_seed import compile_like_notebook, train_generator
 
-            seed_model = compile_like_notebook(_build(name), make_optimizer(training.optimizer))
-            generator = train_generator(self.seed_prepared(self.main).train_dir, batch)
-            seed_clock = batch_clock()
+        self.console.print(f"  {name}: the seed's fit and the harness's, {options.repeats} x {steps} batches each")
+        seed_model = compile_like_notebook(_build(name), make_optimizer(training.optimizer))
+        generator = train_generator(self.seed_prepared(self.main).train_dir, batch)
+        seed_clock = batch_clock()
 
-            def seed_step(n_steps: int = steps) -> None:
-                seed_model.fit(generator, epochs=1, steps_per_epoch=n_steps, verbose=0, callbacks=[seed_clock])
+        def seed_step(n_steps: int = steps) -> None:
+            seed_model.fit(generator, epochs=1, steps_per_epoch=n_steps, verbose=0, callbacks=[seed_clock])
 
-            seed_step(options.warmup)
-            seed_clock.seconds.clear()
+        seed_step(options.warmup)
+        seed_clock.seconds.clear()
         ours_step, ours_clock = harness_way(compile_model(_with_pipeline(_build(name)), training), batch)
         for _ in range(options.repeats):
-            if seed_step is not None:
-                seed_step()
+            seed_step()
             ours_step()
-        seed_rate = seed_clock.rate(batch) if seed_clock is not None else None
+        seed_rate = seed_clock.rate(batch)
         ours_rate = ours_clock.rate(batch)
+
+        def record(what: str, images: int, rate: float, **more: Any) -> None:
+            self.result.rows.append(Row("train", f"{name}{what}", images, seed=seed_rate, harness=rate, **more))
+
         self._train_rates[name] = (ours_rate, f"float32, batch {batch}")
-        self.result.rows.append(
-            Row(
-                "train",
-                f"{name}, batch {batch}: fit on flow_from_directory vs harness fit",
-                options.repeats * steps * batch,
-                seed=seed_rate,
-                harness=ours_rate,
-                target=TARGETS["train"],
-                note="median batch time; tracing and validation left out",
-            )
-        )
+        note = "median batch time; tracing and validation left out"
+        what = f", batch {batch}: fit on flow_from_directory vs harness fit"
+        record(what, options.repeats * steps * batch, ours_rate, target=TARGETS["train"], note=note)
         if not options.knobs:
             return
         for label, precision, jit, batch_size in (
@@ -508,6 +495,7 @@ class _Bench:
             n_batches = max(2, steps * SEED_BATCH // batch_size)
             if max(n_batches, options.warmup) * batch_size > len(train_index):
                 continue
+            self.console.print(f"  {name}: harness + {label}")
             model = _with_pipeline(_build(name, precision))
             compile_model(model, _with_precision(training, precision))
             model.jit_compile = jit
@@ -515,17 +503,9 @@ class _Bench:
             for _ in range(options.repeats):
                 step()
             rate = clock.rate(batch_size)
-            self.result.rows.append(
-                Row(
-                    "train",
-                    f"{name}, harness + {label}",
-                    options.repeats * n_batches * batch_size,
-                    seed=seed_rate,
-                    harness=rate,
-                    baseline=ours_rate,
-                    note=f"{rate / ours_rate:.2f}x the harness's default",
-                )
-            )
+            note = f"{rate / ours_rate:.2f}x the harness's default"
+            timed = options.repeats * n_batches * batch_size
+            record(f", harness + {label}", timed, rate, baseline=ours_rate, note=note)
             if rate > self._train_rates[name][0]:
                 self._train_rates[name] = (rate, label)
             del model
@@ -536,12 +516,24 @@ class _Bench:
         for model_name in self.options.models:
             self._predict_model(model_name, dataset)
 
+    def matmul_gflops(self) -> float:
+        """This machine's float32 matrix-product rate through the backend, measured once: the compute ceiling."""
+        if self._ceiling is None:
+            self._ceiling = matmul_gflops()
+            self.result.notes.append(
+                f"compute ceiling: float32 {MATMUL_SIZE}x{MATMUL_SIZE} matrix products at {self._ceiling:,.0f} GFLOP/s"
+                " (median of 5); a predict row's % is its model's arithmetic rate against it"
+            )
+        return self._ceiling
+
     def _predict_model(self, name: str, dataset: Dataset) -> None:
         options = self.options
         folder = self.folder(self.main)
         files = self.test_files[: min(options.predict_images, self.n_test(self.main))]
         position = {id_: i for i, id_ in enumerate(dataset.test.ids.tolist())}
         index = np.asarray([position[os.path.splitext(f)[0]] for f in files], dtype=np.int64)
+        batches = f"batch 1 (seed) and {options.predict_batch_size} (harness)"
+        self.console.print(f"  {name}: {len(files):,} test images, {batches}")
         core = _build(name)
         ours = _with_pipeline(core)  # shares the core's weights: both ways run the very same model
 
@@ -550,28 +542,30 @@ class _Bench:
             probs = _predict(model, dataset.test.images, index, options.predict_batch_size)
             return time.perf_counter() - start, probs
 
-        seed_times, our_times = [], []
-        seed_probs = our_probs = None
-        if self.has_tf:
-            from harness.bench_seed import predict as seed_predict
-            from harness.bench_seed import test_generator
+        from harness.bench_seed import predict as seed_predict
+        from harness.bench_seed import test_generator
 
-            seed_predict(core, test_generator(folder / "test", files[:2]))  # trace once, as ours below
-            generator = test_generator(folder / "test", files)
+        seed_predict(core, test_generator(folder / "test", files[:2]))  # trace once, as ours below
+        generator = test_generator(folder / "test", files)
         ours_once(ours)
+        seed_times, our_times = [], []
         for _ in range(options.repeats):
-            if self.has_tf:
-                start = time.perf_counter()
-                seed_probs = seed_predict(core, generator)
-                seed_times.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            seed_probs = seed_predict(core, generator)
+            seed_times.append(time.perf_counter() - start)
             seconds, our_probs = ours_once(ours)
             our_times.append(seconds)
         n = len(files)
-        agree = ""
-        if seed_probs is not None and our_probs is not None:
-            agree = f"same predictions to {np.abs(seed_probs - our_probs).max():.0e}"
         ours_rate = n / median(our_times)
-        seed_rate = n / median(seed_times) if seed_times else None
+        seed_rate = n / median(seed_times)
+        # Against the machine's float32 matmul rate: how far batching can go before arithmetic is the limit.
+        flops = 2 * macs_per_image(core)
+        ceiling = self.matmul_gflops()
+        agree = (
+            f"same predictions to {np.abs(seed_probs - our_probs).max():.0e}; {flops / 1e9:.2f} GFLOP/image: seed"
+            f" {100 * seed_rate * flops / 1e9 / ceiling:.0f}%, harness {100 * ours_rate * flops / 1e9 / ceiling:.0f}%"
+            f" of the {ceiling:,.0f} GFLOP/s float32 matmul ceiling"
+        )
         self.result.rows.append(
             Row(
                 "predict",
@@ -645,10 +639,41 @@ def batch_clock() -> Any:
 _BATCH_CLOCK: Any = None
 
 
-def _backend() -> str:
-    from harness.backend import backend_name
+MATMUL_SIZE = 2048
 
-    return backend_name()
+
+def matmul_gflops(size: int = MATMUL_SIZE, repeats: int = 5) -> float:
+    """float32 GFLOP/s of a size x size matrix product on the backend's device (the median of `repeats`)."""
+    import keras
+
+    a = keras.random.normal((size, size), seed=1)
+    b = keras.random.normal((size, size), seed=2)
+    keras.ops.convert_to_numpy(keras.ops.matmul(a, b))  # compile and warm up
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        keras.ops.convert_to_numpy(keras.ops.matmul(a, b)[0, 0])  # a GPU finishes before the value comes back
+        seconds.append(time.perf_counter() - start)
+    return 2 * size**3 / median(seconds) / 1e9
+
+
+def macs_per_image(model: Any) -> int:
+    """Multiply-accumulates of one forward pass through the convolutions and dense layers (the rest is small)."""
+    import keras
+
+    def walk(layer: Any) -> Any:
+        for inner in getattr(layer, "layers", []):
+            yield inner
+            yield from walk(inner)
+
+    total = 0
+    for layer in walk(model):
+        if isinstance(layer, keras.layers.Conv2D):
+            _, height, width, filters = layer.output.shape
+            total += height * width * filters * int(np.prod(layer.kernel.shape[:3]))
+        elif isinstance(layer, keras.layers.Dense):
+            total += int(np.prod(layer.kernel.shape))
+    return total
 
 
 def _training_config(name: str) -> Any:

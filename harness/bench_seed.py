@@ -1,4 +1,4 @@
-"""TensorFlow-only: the seed notebook's own pipeline (PrepareData, ImageDataGenerator, batch-1 predict) for `bench`."""
+"""The seed notebook's own pipeline (PrepareData, ImageDataGenerator, batch-1 predict) for `bench`, on any backend."""
 
 from __future__ import annotations
 
@@ -122,11 +122,22 @@ def prepare(data_dir: Path, work_dir: Path, random_state: int = SEED_SAMPLE_STAT
     return Prepared(work_dir / "train_dir", work_dir / "val_dir", work_dir / "test_png", counts, seconds)
 
 
+def image_data_generator() -> type:
+    """The notebook's `tensorflow.keras.preprocessing.image.ImageDataGenerator`, imported without TensorFlow.
+
+    With Keras 3, `tensorflow.keras` serves this very module (the classes are identical objects), and the class
+    is NumPy, PIL and a Keras PyDataset: the seed's loading runs unchanged on the JAX and PyTorch backends too.
+    """
+    try:
+        from keras._tf_keras.keras.preprocessing.image import ImageDataGenerator
+    except ImportError:  # a Keras that moved its private export path
+        from keras.src.legacy.preprocessing.image import ImageDataGenerator
+    return ImageDataGenerator
+
+
 def train_generator(train_dir: Path, batch_size: int = SEED_BATCH, shuffle_batches: bool = True):
     """The notebook's cell 7: ImageDataGenerator(rescale=1/255).flow_from_directory, batch 50, binary labels."""
-    from tensorflow.keras.preprocessing.image import ImageDataGenerator
-
-    datagen = ImageDataGenerator(rescale=1 / 255)
+    datagen = image_data_generator()(rescale=1 / 255)
     with contextlib.redirect_stdout(io.StringIO()):  # it prints "Found N images belonging to 2 classes."
         return datagen.flow_from_directory(
             str(train_dir),
@@ -140,9 +151,7 @@ def train_generator(train_dir: Path, batch_size: int = SEED_BATCH, shuffle_batch
 
 def test_generator(test_dir: Path, files: list[str]):
     """The notebook's pred_test: flow_from_dataframe over test file names, batch size 1, in listing order."""
-    from tensorflow.keras.preprocessing.image import ImageDataGenerator
-
-    datagen_test = ImageDataGenerator(rescale=1 / 255)
+    datagen_test = image_data_generator()(rescale=1 / 255)
     test_df = pd.DataFrame({"id": files})
     with contextlib.redirect_stdout(io.StringIO()):
         return datagen_test.flow_from_dataframe(

@@ -11,6 +11,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # keep TensorFlow's C++ star
 
 from rich.console import Console
 
+from harness.config import PRECISIONS
 from harness.errors import HarnessError
 
 EXAMPLES = """\
@@ -74,6 +75,11 @@ def _budget(parser: argparse.ArgumentParser) -> None:
         metavar="B",
         help="recompute BatchNorm statistics from B training batches before each validation (0: off, as the notebook)",
     )
+    group.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        help="compute dtype: mixed = float16 (GPUs), mixed_bfloat16 (AVX512-BF16 CPUs, TPUs); output stays float32",
+    )
     group.add_argument("--no-progress", action="store_true", help="no live progress display")
     tricks = parser.add_argument_group("augmentation and validation")
     tricks.add_argument(
@@ -135,11 +141,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _common(p)
     _budget(p)
-    p.add_argument(
-        "--precision",
-        choices=("float32", "mixed", "mixed_bfloat16"),
-        help="compute dtype: mixed = float16 (GPUs), mixed_bfloat16 (AVX512-BF16 CPUs, TPUs); output stays float32",
-    )
     p.set_defaults(handler=cmd_run)
 
     p = sub.add_parser("search", help="hyperparameter search with Optuna or KerasTuner")
@@ -375,23 +376,13 @@ def cmd_search(args: argparse.Namespace, out: Console, err: Console) -> int:
     if args.time_limit:
         raise HarnessError("--time-limit does not apply to search: every trial trains for --epochs; see --timeout")
     workspace = _workspace(args, err)
+    # Flags named as SearchOptions' fields pass straight through; the rest are translated.
+    same = "trials tuner algorithm space study epochs sample protocol seed batch_size folds tta precise_bn precision"
+    same += " max_gmacs"
     options = SearchOptions(
-        trials=args.trials,
-        tuner=args.tuner,
-        algorithm=args.algorithm,
-        space=args.space,
-        study=args.study,
+        **{name: getattr(args, name) for name in same.split()},
         timeout_minutes=args.timeout,
-        epochs=args.epochs,
-        sample=args.sample,
-        protocol=args.protocol,
-        seed=args.seed,
-        batch_size=args.batch_size,
-        folds=args.folds,
         augment=augment_config(args),
-        tta=args.tta,
-        precise_bn=args.precise_bn,
-        max_gmacs=args.max_gmacs,
         progress=not args.no_progress,
     )
     from harness.workers import is_worker, run_workers

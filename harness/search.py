@@ -44,6 +44,7 @@ class SearchOptions:
     augment: AugmentConfig | None = None
     tta: int = 1
     precise_bn: int | None = None
+    precision: str | None = None  # float32 unless given: see TrainingConfig.precision
     max_gmacs: float | None = None  # prune points costlier than this per image (CPU budgets)
     progress: bool = True
     pruner: Any = None  # an optuna pruner to use instead of Hyperband (experiments and tests)
@@ -117,6 +118,7 @@ class SearchSummary:
             flags = f"--epochs {s.epochs}" + (f" --sample {s.sample}" if s.sample else "")
             flags += f" --protocol {s.protocol} --seed {s.seed}" + (f" --folds {s.folds}" if s.folds > 1 else "")
             flags += (f" --tta {s.tta}" if s.tta > 1 else "") + f" --precise-bn {s.precise_bn}"
+            flags += f" --precision {s.precision}" if s.precision != "float32" else ""
             flags += " and this search's augmentation flags" if AugmentConfig(**s.augment).active else ""
             lines.append(f"no baseline at the same budget yet: harness run baselines {flags}")
         memory = self.memory()
@@ -192,9 +194,10 @@ def run_search(workspace: Workspace, options: SearchOptions) -> SearchSummary:
         "augment": dataclasses.asdict(options.augment or AugmentConfig()),
         "tta": options.tta,
         "precise_bn": TrainingConfig.precise_bn if options.precise_bn is None else options.precise_bn,
+        "precision": options.precision or TrainingConfig.precision,
         "max_gmacs": options.max_gmacs,
     }
-    optional = ("epochs", "sample", "batch_size", "algorithm", "augment", "precise_bn", "max_gmacs")
+    optional = ("epochs", "sample", "batch_size", "algorithm", "augment", "precise_bn", "precision", "max_gmacs")
     given = {k for k in optional if getattr(options, k) is not None}
     explicit = {"space", "tuner", "protocol", "seed", "folds", "tta"} | given
     settings = StudySettings(**reconcile(study, wanted, explicit, engine.stored_settings()))

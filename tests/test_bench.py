@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from conftest import train_ids_of
 
+from harness.bench import macs_per_image
 from harness.bench_seed import prepare
 from harness.cli import main
 from harness.config import TrainingConfig
@@ -41,21 +42,33 @@ def test_bench_prints_every_stage_side_by_side(tmp_path, capsys):
     assert tuple(header[: len(COLUMNS)]) == COLUMNS
     by_stage = {stage: [r for r in rows if r[0] == stage] for stage in ("prepare", "feed", "train", "predict")}
     assert all(by_stage.values()), rows
-    # The seed's ImageDataGenerator is TensorFlow's: on JAX or PyTorch only PrepareData has a seed column.
-    seeded = ("prepare", "feed", "train", "predict") if keras.config.backend() == "tensorflow" else ("prepare",)
+    # The seed's ImageDataGenerator is Keras 3's own class: every stage has a seed column on every backend.
     for stage, stage_rows in by_stage.items():
         for row in stage_rows:
             assert float(row[4].replace(",", "")) > 0, (stage, row)
-            if stage in seeded:
-                seed, ratio = (float(row[i].lstrip("~").replace(",", "").rstrip("x")) for i in (3, 5))
-                assert seed > 0 and ratio > 0, (stage, row)
-                assert re.fullmatch(r">= [\d.]+x", row[6]) and row[7] in ("yes", "NO")
+            seed, ratio = (float(row[i].lstrip("~").replace(",", "").rstrip("x")) for i in (3, 5))
+            assert seed > 0 and ratio > 0, (stage, row)
+            assert re.fullmatch(r">= [\d.]+x", row[6]) and row[7] in ("yes", "NO")
     assert len(by_stage["prepare"]) == 2  # sample/10 and sample: the scaling is shown
     assert "feed/train" in {r[0] for r in rows}
     saved = json.loads(report.read_text())
     assert {r["stage"] for r in saved["rows"]} >= {"prepare", "feed", "train", "predict", "feed/train"}
     assert all(r["harness"] > 0 for r in saved["rows"])
+    (predict,) = [r for r in saved["rows"] if r["stage"] == "predict"]
+    assert re.search(r"0\.57 GFLOP/image: seed \d+%, harness \d+% of the [\d,]+ GFLOP/s", predict["note"])
     assert not [p for p in tmp_path.iterdir() if p.name.startswith("harness-bench-")]  # scratch removed
+
+
+def test_macs_per_image_counts_convolutions_and_dense_layers_inside_nested_models():
+    inputs = keras.Input((8, 8, 2))
+    x = keras.layers.Conv2D(4, 3, padding="same")(inputs)  # 8*8 outputs x 4 filters x 3*3*2 weights = 4,608
+    x = keras.layers.Conv2D(5, 3)(x)  # valid: 6*6 x 5 x 3*3*4 = 6,480
+    x = keras.layers.Dense(7)(keras.layers.Flatten()(x))  # 180 x 7 = 1,260
+    inner = keras.Model(inputs, x)
+    outer = keras.Sequential([keras.Input((8, 8, 2)), keras.layers.Rescaling(0.5), inner])
+    assert macs_per_image(inner) == macs_per_image(outer) == 4608 + 6480 + 1260
+    # The seed's model 2, as search_spaces.widen counts it for --max-gmacs: 0.28 GMACs.
+    assert macs_per_image(build_model("seed_model2")) == pytest.approx(0.2848e9, rel=1e-3)
 
 
 def test_bench_refuses_bad_flags_in_one_line(capsys, tmp_path):

@@ -84,6 +84,19 @@ def test_a_study_keeps_its_settings(folder, tmp_path):
         run_search(ws, sf.options(trials=1, space="tiny_invalid", study="s", tuner="keras-tuner"))
 
 
+def test_precision_is_a_study_setting_every_trial_trains_with(folder, tmp_path):
+    ws = sf.workspace(folder, tmp_path / "results")
+    summary = run_search(ws, sf.options(trials=1, study="bf16", precision="mixed_bfloat16"))
+    (run,) = ws.store().runs(study="bf16")
+    assert summary.settings.precision == "mixed_bfloat16"
+    assert run.status == "complete" and run.spec["training"]["precision"] == "mixed_bfloat16"
+    with pytest.raises(HarnessError, match="study 'bf16' was started with --precision mixed_bfloat16"):
+        run_search(ws, sf.options(trials=2, study="bf16", precision="float32"))
+    run_search(ws, sf.options(trials=1, study="f32"))
+    (plain,) = ws.store().runs(study="f32")
+    assert plain.spec["training"]["precision"] == "float32"  # the default when --precision is not given
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [

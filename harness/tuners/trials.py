@@ -33,6 +33,7 @@ SETTING_FLAGS = {
     "augment": "--augment/--dihedral/--brightness/--contrast/--hue/--crop",
     "tta": "--tta",
     "precise_bn": "--precise-bn",
+    "precision": "--precision",
     "max_gmacs": "--max-gmacs",
 }
 
@@ -53,6 +54,7 @@ class StudySettings:
     augment: dict[str, Any] = field(default_factory=dict)  # AugmentConfig's fields; {} is no augmentation
     tta: int = 1
     precise_bn: int = TrainingConfig.precise_bn
+    precision: str = TrainingConfig.precision
     max_gmacs: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
@@ -73,6 +75,7 @@ class StudySettings:
             augment=AugmentConfig(**self.augment),
             tta=self.tta,
             precise_bn=self.precise_bn,
+            precision=self.precision,
         )
 
 
