@@ -169,12 +169,12 @@ class _Bench:
         self.work = work
         self.result = BenchResult()
         self.root = self._data_folder()
-        from harness.data import _read_labels, _scan_folder
+        from harness.data import _read_labels, _scan_names
 
         ids, labels = _read_labels(self.root / LABELS_CSV)
         self.ids = np.asarray(ids)
         self.labels = labels
-        self.test_files = sorted(p.name for p in _scan_folder(self.root, "test").values())
+        self.test_files = sorted(os.path.basename(p) for p in _scan_names(self.root, "test").values())
         self.full = len(self.ids)
         self.main = min(options.sample or min(self.full, options.seed_limit), self.full)
         self._folders: dict[int, Path] = {self.full: self.root}
@@ -472,9 +472,12 @@ class _Bench:
         seed_step(options.warmup)
         seed_clock.seconds.clear()
         ours_step, ours_clock = harness_way(compile_model(_with_pipeline(_build(name)), training), batch)
+        ratios = []  # per repeat: their spread is the noise a "no slower" verdict must be read against
         for _ in range(options.repeats):
+            seed_from, ours_from = len(seed_clock.seconds), len(ours_clock.seconds)
             seed_step()
             ours_step()
+            ratios.append(ours_clock.rate(batch, since=ours_from) / seed_clock.rate(batch, since=seed_from))
         seed_rate = seed_clock.rate(batch)
         ours_rate = ours_clock.rate(batch)
 
@@ -483,6 +486,8 @@ class _Bench:
 
         self._train_rates[name] = (ours_rate, f"float32, batch {batch}")
         note = "median batch time; tracing and validation left out"
+        if len(ratios) > 1:
+            note += f"; per repeat {min(ratios):.2f}x to {max(ratios):.2f}x"
         what = f", batch {batch}: fit on flow_from_directory vs harness fit"
         record(what, options.repeats * steps * batch, ours_rate, target=TARGETS["train"], note=note)
         if not options.knobs:
@@ -628,9 +633,10 @@ def batch_clock() -> Any:
                     self.seconds.append(now - self._last)
                 self._last = now
 
-            def rate(self, batch_size: int) -> float:
-                """Images/s at the median batch: a median over many batches shrugs off passing load."""
-                return batch_size / median(self.seconds) if self.seconds else math.nan
+            def rate(self, batch_size: int, since: int = 0) -> float:
+                """Images/s at the median batch (from batch `since` on): a median shrugs off passing load."""
+                seconds = self.seconds[since:]
+                return batch_size / median(seconds) if seconds else math.nan
 
         _BATCH_CLOCK = _BatchClock
     return _BATCH_CLOCK()

@@ -20,7 +20,7 @@ def test_second_load_decodes_nothing(kaggle_folder, cache_dir, monkeypatch):
     first = load(kaggle_folder, cache_dir)
     assert not first.from_cache
 
-    def no_decoding(path):
+    def no_decoding(path, out=None):
         raise AssertionError(f"decoded {path} although the cache is fresh")
 
     monkeypatch.setattr(data, "decode_image", no_decoding)
@@ -111,11 +111,11 @@ def test_interrupted_build_leaves_no_valid_cache(kaggle_folder, cache_dir, monke
     real = data.decode_image
     calls = []
 
-    def crash_midway(path):
+    def crash_midway(path, out=None):
         calls.append(path)
         if len(calls) > 10:
             raise KeyboardInterrupt("simulated interruption")
-        return real(path)
+        return real(path, out)
 
     monkeypatch.setattr(data, "decode_image", crash_midway)
     with pytest.raises(KeyboardInterrupt):
