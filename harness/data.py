@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import logging
-import math
-import mmap
 import os
 import re
 import shutil
 import socket
-import struct
 import tempfile
 import threading
 import time
@@ -41,11 +37,6 @@ CACHE_FORMAT = 2
 _DIGEST_SIZE = 16
 _CHUNK = 256
 _MIN_CHUNK = 16
-_IMAGE_BYTES = int(np.prod(IMAGE_SHAPE))  # one image in the cache
-# O_DIRECT writes need block-aligned file offsets, lengths and memory: chunks are whole multiples of this many
-# images (4 of 27,648 bytes make 27 blocks of 4 KiB), and the .npy header fills one block.
-_ALIGN = 4096
-_IMAGES_PER_BLOCK = _ALIGN // math.gcd(_ALIGN, _IMAGE_BYTES)
 _FLUSH_EVERY = 32 << 20  # bytes written between two background syncs of a cache file
 _TMP_PREFIX = ".tmp-"
 MAX_ID_LENGTH = 255  # ids are file names: no file system takes longer ones
@@ -454,7 +445,6 @@ def _chunks(n: int, workers: int) -> list[tuple[int, int]]:
     out, lo = [], 0
     while lo < n:
         size = min(_CHUNK, max(_MIN_CHUNK, (n - lo) // (2 * workers)))
-        size -= size % _IMAGES_PER_BLOCK  # every chunk but the last starts and ends on a block
         out.append((lo, min(lo + size, n)))
         lo += size
     return out
@@ -480,11 +470,11 @@ def _decode_all(
     flusher still syncing the file (join it before relying on the file being on disk).
 
     Each chunk is decoded into a small buffer and written with pwrite, not through a writable memory map: mapped
-    pages would count as the process's resident memory (6.5 GiB at Kaggle scale), written ones do not. Whole
-    blocks go with O_DIRECT where the file system takes it: the write-once pixels skip the page cache, whose new
-    pages cost as much kernel time as the decoding itself on a virtual machine (61 us per image, measured).
+    pages would count as the process's resident memory (6.5 GiB at Kaggle scale), written ones do not.
     """
-    offset = _create_npy(out_path, len(paths))
+    header = np.lib.format.open_memmap(out_path, mode="w+", dtype=np.uint8, shape=(len(paths), *IMAGE_SHAPE))
+    offset, row_bytes = header.offset, int(np.prod(IMAGE_SHAPE))
+    del header  # the header and the file's size are written; the pixels go through `fd`
     digests = np.zeros(len(paths), dtype=f"S{_DIGEST_SIZE}")
     stds = np.zeros(len(paths), dtype=np.float32)
     fd = os.open(out_path, os.O_WRONLY)
@@ -501,9 +491,8 @@ def _decode_all(
         decode = decode_image  # looked up here, not at import: tests replace it
         # One buffer per thread, reused: a fresh 7 MB array per chunk costs a page fault per 4 KB.
         whole = getattr(buffers, "chunk", None)
-        if whole is None:  # an anonymous map is page-aligned, as O_DIRECT wants its memory
-            memory = mmap.mmap(-1, _CHUNK * _IMAGE_BYTES)
-            whole = buffers.chunk = np.frombuffer(memory, dtype=np.uint8).reshape(_CHUNK, *IMAGE_SHAPE)
+        if whole is None:
+            whole = buffers.chunk = np.empty((_CHUNK, *IMAGE_SHAPE), dtype=np.uint8)
         chunk = whole[: hi - lo]
         sums, sds = [], np.empty((hi - lo, IMAGE_SHAPE[2]))
         for k, path in enumerate(paths[lo:hi]):
@@ -517,22 +506,13 @@ def _decode_all(
             sds[k] = mean_std(rgb)[1][:, 0]
         digests[lo:hi] = sums
         stds[lo:hi] = sds.max(axis=1)
-        view, at = chunk.data.cast("B"), offset + lo * _IMAGE_BYTES
-        direct_fd = direct["fd"]
-        if direct_fd is not None and view.nbytes % _ALIGN == 0:
-            try:
-                _pwrite_all(direct_fd, view, at)
-                return hi - lo
-            except OSError as e:
-                if e.errno != errno.EINVAL:
-                    raise
-                direct["fd"] = None  # opened, but refused at the write: buffered from here on
-        _pwrite_all(fd, view, at)
+        view, at = chunk.data.cast("B"), offset + lo * row_bytes
+        while view:
+            written = os.pwrite(fd, view, at)
+            view, at = view[written:], at + written
         flusher.wrote(chunk.nbytes)
         return hi - lo
 
-    opened = _open_direct(out_path)
-    direct = {"fd": opened}  # None: buffered writes only
     workers = max(1, workers)
     try:
         advance(part, 0, len(paths))
@@ -548,40 +528,7 @@ def _decode_all(
                     advance(part, fut.result(), len(paths))
     finally:
         flusher.close()
-        if opened is not None:
-            os.close(opened)
     return digests, stds, flusher
-
-
-def _pwrite_all(fd: int, view: memoryview, at: int) -> None:
-    while view:
-        written = os.pwrite(fd, view, at)
-        view, at = view[written:], at + written
-
-
-def _create_npy(path: Path, n: int) -> int:
-    """An n-image .npy file of zeros whose header fills one _ALIGN block; returns where the pixels start.
-
-    The format allows a header padded with spaces; np.load reads it as any other.
-    """
-    magic = b"\x93NUMPY\x01\x00"
-    header_len = _ALIGN - len(magic) - 2
-    text = repr({"descr": "|u1", "fortran_order": False, "shape": (n, *IMAGE_SHAPE)}).encode("latin1")
-    with open(path, "wb") as handle:
-        handle.write(magic + struct.pack("<H", header_len) + text.ljust(header_len - 1) + b"\n")
-        handle.truncate(_ALIGN + n * _IMAGE_BYTES)
-    return _ALIGN
-
-
-def _open_direct(path: Path) -> int | None:
-    """`path` opened for O_DIRECT writes, or None where the platform or file system has none (tmpfs, macOS)."""
-    flag = getattr(os, "O_DIRECT", 0)
-    if not flag:
-        return None
-    try:
-        return os.open(path, os.O_WRONLY | flag)
-    except OSError:
-        return None
 
 
 class _Flusher:

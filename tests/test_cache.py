@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import os
 
 import numpy as np
@@ -141,44 +140,3 @@ def test_killed_build_leftovers_are_ignored_and_cleaned(kaggle_folder, cache_dir
     assert not dead.exists()
     assert sorted(p.name for p in cache_dir.iterdir()) == [fingerprint]
     assert load(kaggle_folder, cache_dir).from_cache
-
-
-def test_direct_buffered_and_refused_writes_build_the_same_cache(kaggle_folder, tmp_path, monkeypatch):
-    """O_DIRECT writes (whole 4 KiB blocks), plain writes where O_DIRECT cannot open, and the fall-back when it
-    opens but a write is refused (EINVAL) all leave the same pixels, readable by np.load."""
-    directs, refused = [], []
-    real_open, real_write = data._open_direct, data._pwrite_all
-
-    def remember(path):
-        fd = real_open(path)
-        directs.append(fd)
-        return fd
-
-    def refuse_direct(fd, view, at):
-        if fd in directs:
-            refused.append(fd)
-            raise OSError(errno.EINVAL, "Invalid argument")
-        real_write(fd, view, at)
-
-    built = {}
-    monkeypatch.setattr(data, "_CHUNK", 8)  # several chunks from a few images: whole blocks and a ragged tail
-    monkeypatch.setattr(data, "_MIN_CHUNK", 4)
-    for how in ("direct", "buffered", "refused"):
-        monkeypatch.setattr(data, "_open_direct", remember if how != "buffered" else lambda path: None)
-        monkeypatch.setattr(data, "_pwrite_all", refuse_direct if how == "refused" else real_write)
-        ds = load_dataset(kaggle_folder, tmp_path / how, progress=False, workers=2)
-        assert ds.train.images.offset == data._ALIGN  # the header fills one block
-        built[how] = (np.asarray(ds.train.images), np.asarray(ds.test.images))
-    if directs[0] is not None:  # this file system takes O_DIRECT (tmpfs does not)
-        assert refused, "a refused direct write must fall back to plain writes"
-    for how in ("buffered", "refused"):
-        for ours, theirs in zip(built[how], built["direct"], strict=True):
-            np.testing.assert_array_equal(ours, theirs)
-    assert built["direct"][0].any()
-
-
-def test_chunks_keep_every_write_but_the_last_on_whole_blocks():
-    for n in (1, 3, 4, 5, 37, 1000, 20001):
-        chunks = data._chunks(n, 2)
-        assert chunks[0][0] == 0 and chunks[-1][1] == n
-        assert all((hi - lo) * data._IMAGE_BYTES % data._ALIGN == 0 for lo, hi in chunks[:-1]), n
