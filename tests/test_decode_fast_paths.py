@@ -168,13 +168,6 @@ OTHER_TIFFS = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(OTHER_TIFFS))
-def test_other_tiffs_fall_back_to_cv2(name, tmp_path):
-    path = OTHER_TIFFS[name](tmp_path / "x.tif")
-    assert decode._plain_tiff_pixels(path.read_bytes()) is None
-    assert_same_as_cv2(path)
-
-
 def test_tiff_layout_memo_checks_the_values_outside_the_entries(tmp_path):
     """Two files with the same tag entries but strips listed differently: the second must not reuse the first."""
     contiguous = tiff_by_hand(RGB, rows=24)
@@ -248,10 +241,15 @@ OTHER_JPEGS = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(OTHER_JPEGS))
-def test_other_jpegs_fall_back_to_cv2(name, tmp_path):
-    path = OTHER_JPEGS[name](tmp_path / "x.jpg")
-    assert decode._jpeg_pixels(path.read_bytes()) is None
+@pytest.mark.parametrize(
+    "ext, name", [("tif", name) for name in sorted(OTHER_TIFFS)] + [("jpg", name) for name in sorted(OTHER_JPEGS)]
+)
+def test_other_tiffs_and_jpegs_fall_back_to_cv2(ext, name, tmp_path):
+    makers, fast_path = {"tif": (OTHER_TIFFS, decode._plain_tiff_pixels), "jpg": (OTHER_JPEGS, decode._jpeg_pixels)}[
+        ext
+    ]
+    path = makers[name](tmp_path / f"x.{ext}")
+    assert fast_path(path.read_bytes()) is None
     assert_same_as_cv2(path)
 
 
