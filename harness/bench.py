@@ -169,12 +169,12 @@ class _Bench:
         self.work = work
         self.result = BenchResult()
         self.root = self._data_folder()
-        from harness.data import _read_labels, _scan_names
+        from harness.data import _read_labels, _scan_folder
 
         ids, labels = _read_labels(self.root / LABELS_CSV)
         self.ids = np.asarray(ids)
         self.labels = labels
-        self.test_files = sorted(os.path.basename(p) for p in _scan_names(self.root, "test").values())
+        self.test_files = sorted(os.path.basename(p) for p in _scan_folder(self.root, "test").values())
         self.full = len(self.ids)
         self.main = min(options.sample or min(self.full, options.seed_limit), self.full)
         self._folders: dict[int, Path] = {self.full: self.root}
@@ -701,11 +701,9 @@ def _with_precision(training: Any, precision: str) -> Any:
 
 
 def _build(name: str, precision: str = "float32") -> Any:
-    from harness.registry import build_model
-    from harness.train import float32_output, precision_policy
+    from harness.train import build_core
 
-    with precision_policy(precision):
-        return float32_output(build_model(name))
+    return build_core(name, precision)
 
 
 def _with_pipeline(core: Any) -> Any:

@@ -149,14 +149,14 @@ def load_dataset(
     labels_bytes = labels_csv.read_bytes()
     train_ids, train_labels = _read_labels(labels_csv)
 
-    train_files = _scan_names(root, "train")
+    train_files = _scan_folder(root, "train")
     missing = [i for i in train_ids if i not in train_files]
     if missing:
         raise HarnessError(
             f"{root / 'train'}: image for id {missing[0]} (listed in {LABELS_CSV}) is missing"
             f" ({len(missing)} of {len(train_ids)} listed images are missing)"
         )
-    test_files = _scan_names(root, "test")
+    test_files = _scan_folder(root, "test")
     if not test_files:
         raise HarnessError(f"{root / 'test'} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
     test_ids = sorted(test_files)
@@ -296,7 +296,7 @@ def _read_submission_ids(path: Path, test_ids: list[str]) -> list[str]:
     return ids
 
 
-def _scan_names(root: Path, name: str) -> dict[str, str]:
+def _scan_folder(root: Path, name: str) -> dict[str, str]:
     """Map id -> image path by listing the folder once; other files are ignored. Paths stay strings: a Path per
     image costs more than everything else the listing does."""
     folder = root / name

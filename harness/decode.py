@@ -134,8 +134,11 @@ _TIFF_REQUIRED = {
     284: ((1,), (1,)),  # PlanarConfiguration: contiguous
     317: ((1,), (1,)),  # Predictor: none
 }
-_TIFF_ANY_OF = {258: ((8,), (8, 8, 8)), 339: ((1,), (1, 1, 1))}  # BitsPerSample; SampleFormat: unsigned
-_TIFF_ANY_DEFAULT = {258: (1,), 339: (1,)}
+# Tags that may hold any of these values: tag -> (allowed, TIFF's default when absent).
+_TIFF_ANY_OF = {
+    258: (((8,), (8, 8, 8)), (1,)),  # BitsPerSample: 8 per sample
+    339: (((1,), (1, 1, 1)), (1,)),  # SampleFormat: unsigned
+}
 _TIFF_ABSENT = (322, 323, 324, 325, 338)  # tiles (TileWidth, TileLength, TileOffsets, TileByteCounts), ExtraSamples
 _IFD_STRUCTS: dict[tuple[str, int], struct.Struct] = {}
 
@@ -210,8 +213,8 @@ def _tiff_layout(
     for tag, (value, default) in _TIFF_REQUIRED.items():
         if tags.get(tag, default) != value:
             return None, depends
-    for tag, allowed in _TIFF_ANY_OF.items():
-        if tags.get(tag, _TIFF_ANY_DEFAULT[tag]) not in allowed:
+    for tag, (allowed, default) in _TIFF_ANY_OF.items():
+        if tags.get(tag, default) not in allowed:
             return None, depends
     if any(tag in tags for tag in _TIFF_ABSENT):
         return None, depends

@@ -26,19 +26,10 @@ from harness.data import Dataset
 from harness.feed import ImageBatches
 from harness.metrics import binary_metrics
 from harness.progress import RichProgress
-from harness.registry import build_model
 from harness.splits import Split, make_splits
 from harness.store import RunRecord, RunStore
 from harness.submission import build_submission, write_submission
-from harness.train import (
-    FitResult,
-    compile_model,
-    fit,
-    float32_output,
-    model_input_shape,
-    precision_policy,
-    with_input_pipeline,
-)
+from harness.train import FitResult, build_core, compile_model, fit, model_input_shape, with_input_pipeline
 
 
 def new_run_id(architecture: str) -> str:
@@ -186,8 +177,8 @@ class Runner:
         keras.backend.clear_session()
         keras.utils.set_random_seed(spec.seed)
         augment = spec.training.augment
-        with precision_policy(spec.training.precision):  # the architecture's layers; input and output stay float32
-            core = float32_output(build_model(spec.architecture, model_input_shape(augment), **spec.arch_kwargs))
+        # The architecture's layers compute in the run's precision; the pipeline's input and the output stay float32.
+        core = build_core(spec.architecture, spec.training.precision, model_input_shape(augment), **spec.arch_kwargs)
         model = compile_model(with_input_pipeline(core, augment, spec.seed), spec.training)
         train_set = self.dataset.train
         batch = spec.training.batch_size

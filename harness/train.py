@@ -18,6 +18,7 @@ from harness.backend import is_non_finite_output_error
 from harness.config import AugmentConfig, OptimizerConfig, TrainingConfig
 from harness.data import IMAGE_SHAPE
 from harness.feed import ImageBatches
+from harness.registry import build_model
 
 MONITOR = "val_auc"
 
@@ -86,6 +87,14 @@ def float32_output(model: keras.Model) -> keras.Model:
         return layer.__class__.from_config(config)
 
     return keras.models.clone_model(model, clone_function=clone)
+
+
+def build_core(
+    architecture: str, precision: str = "float32", input_shape: tuple[int, int, int] = IMAGE_SHAPE, **kwargs: Any
+) -> keras.Model:
+    """The registered architecture with its layers computing in `precision` and its output layer in float32."""
+    with precision_policy(precision):
+        return float32_output(build_model(architecture, input_shape, **kwargs))
 
 
 def compile_model(model: keras.Model, training: TrainingConfig) -> keras.Model:

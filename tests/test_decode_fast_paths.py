@@ -352,7 +352,7 @@ def test_scan_takes_the_extensions_splitext_takes(tmp_path):
         stem, ext = os.path.splitext(name)
         if ext.lower() in data.IMAGE_EXTENSIONS:
             expected[stem] = str(folder / name)
-    assert data._scan_names(tmp_path, "train") == expected
+    assert data._scan_folder(tmp_path, "train") == expected
 
 
 # ----------------------------------------------------------------------------- the cache build
