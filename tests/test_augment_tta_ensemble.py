@@ -86,7 +86,9 @@ def test_tta_of_a_model_invariant_by_construction_changes_nothing():
 
 
 def test_tta_averages_over_the_transforms_for_a_model_that_is_not_invariant():
-    model = keras.Sequential([keras.Input((96, 96, 3)), keras.layers.Flatten(), keras.layers.Dense(1, "sigmoid")])
+    # Rescaled and seeded: raw pixels into an unlucky random Dense saturate the sigmoid, and every view gives 0.
+    dense = keras.layers.Dense(1, "sigmoid", kernel_initializer=keras.initializers.GlorotUniform(seed=3))
+    model = keras.Sequential([keras.Input((96, 96, 3)), keras.layers.Rescaling(1 / 255), keras.layers.Flatten(), dense])
     images = RNG.integers(0, 256, size=(4, 96, 96, 3), dtype=np.uint8)
     by_hand = np.mean([model.predict(dihedral(images, k), verbose=0).ravel() for k in range(8)], axis=0)
     assert np.allclose(predict_probabilities(model, images, np.arange(4), tta=8), by_hand, atol=1e-6)

@@ -44,11 +44,10 @@ def broken_architectures(monkeypatch):
         )
 
     ARCHITECTURES.discover()  # copy the full registry, or restoring the copy would empty it
-    entries = dict(ARCHITECTURES._entries)
+    # Register into a copy; monkeypatch puts the original back afterwards, so no other test sees these two.
+    monkeypatch.setattr(ARCHITECTURES, "_entries", dict(ARCHITECTURES._entries))
     ARCHITECTURES.register("unbuildable")(unbuildable)
     ARCHITECTURES.register("nan_model")(nan_model)
-    yield
-    monkeypatch.setattr(ARCHITECTURES, "_entries", entries)
 
 
 def test_a_complete_run_records_metrics_and_writes_every_artifact(runner):
