@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import keras
 
+from harness.cost import Cost
 from harness.registry import ARCHITECTURES
 
 ACTIVATIONS = ("relu", "prelu", "elu", "gelu", "swish", "leaky_relu")
@@ -38,7 +40,69 @@ def feature_map_size(input_size: int, convs_per_block: Sequence[int], padding: s
     return size
 
 
-@ARCHITECTURES.register("cnn", baseline=False)
+def conv_layers(
+    widths: Sequence[int], convs: Sequence[int], input_shape: tuple[int, int, int], padding: str
+) -> tuple[list[tuple[int, int, int, bool]], int]:
+    """`architectures.cnn`'s conv layers as (output side, in channels, out channels, last of its block), and the
+    flattened size that feeds the head."""
+    size, channels, layers = input_shape[0], input_shape[2], []
+    for block, (width, count) in enumerate(zip(widths, convs, strict=True)):
+        for i in range(count):
+            if (block or i) and padding == "valid":  # the very first conv always pads 'same'
+                size -= 2
+            layers.append((size, channels, width, i == count - 1))
+            channels = width
+        size //= 2
+    return layers, size * size * channels
+
+
+def cnn_parameters(
+    widths: Sequence[int] = (32,),
+    convs: Sequence[int] = (2,),
+    activation: str = "relu",
+    batch_norm: bool = True,
+    dense: Sequence[int] = (512, 256, 64),
+    input_shape: tuple[int, int, int] = (96, 96, 3),
+    padding: str = "valid",
+    **_: object,
+) -> int:
+    """`architectures.cnn`'s parameter count without building it (PReLU holds one slope per unit)."""
+    layers, inputs = conv_layers(widths, convs, input_shape, padding)
+    total = 0
+    for size, cin, cout, last in layers:
+        total += 9 * cin * cout + cout + (size * size * cout if activation == "prelu" else 0)
+        if last and batch_norm:
+            total += 4 * cout  # gamma, beta and the two moving statistics
+    for units in dense:
+        total += inputs * units + units + (units if activation == "prelu" else 0)
+        inputs = units
+    return total + inputs + 1
+
+
+def cnn_gmacs(
+    widths: Sequence[int] = (32,),
+    convs: Sequence[int] = (2,),
+    dense: Sequence[int] = (512, 256, 64),
+    input_shape: tuple[int, int, int] = (96, 96, 3),
+    padding: str = "valid",
+    **_: object,
+) -> float:
+    """Multiply-accumulates of one forward pass of `architectures.cnn`, in billions: what a trial costs to train."""
+    layers, inputs = conv_layers(widths, convs, input_shape, padding)
+    total = sum(size * size * 9 * cin * cout for size, cin, cout, _ in layers)
+    for units in (*dense, 1):
+        total += inputs * units
+        inputs = units
+    return total / 1e9
+
+
+def cnn_cost(**kwargs: Any) -> Cost:
+    """The family's cost without building it: the one cost function of `cnn`, for search spaces, scaling studies and
+    reports (a test checks it against the built model)."""
+    return Cost(parameters=cnn_parameters(**kwargs), gmacs=cnn_gmacs(**kwargs))
+
+
+@ARCHITECTURES.register("cnn", baseline=False, cost=cnn_cost)
 def cnn(
     input_shape: tuple[int, int, int] = (96, 96, 3),
     widths: Sequence[int] = (32,),

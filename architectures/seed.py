@@ -8,16 +8,24 @@ from architectures.cnn import cnn
 from harness.config import OptimizerConfig, TrainingConfig
 from harness.registry import ARCHITECTURES
 
+# Each seed model as a point of `cnn` (its keyword arguments): what a scaling study widens or deepens.
+SEED_POINTS = {
+    "seed_model1": {"widths": (32,), "convs": (2,), "activation": "relu"},
+    "seed_model2": {"widths": (32, 64, 128, 256), "convs": (2, 2, 2, 2), "activation": "relu"},
+    "seed_model3": {"widths": (32, 64, 128), "convs": (5, 5, 5), "activation": "prelu", "final_dropout": True},
+}
+
 
 @ARCHITECTURES.register(
     "seed_model1",
     baseline=True,
     training=TrainingConfig(epochs=10, batch_size=50, optimizer=OptimizerConfig("adam", 1e-3)),
     notebook_says="about 1.3 million parameters",
+    cnn_point=SEED_POINTS["seed_model1"],
 )
 def seed_model1(input_shape: tuple[int, int, int] = (96, 96, 3)) -> keras.Model:
     """Notebook model 1: Conv32 same, Conv32, pool, BN; dense head; ReLU; Adam(1e-3)."""
-    return cnn(input_shape, widths=(32,), convs=(2,), activation="relu", name="seed_model1")
+    return cnn(input_shape, **SEED_POINTS["seed_model1"], name="seed_model1")
 
 
 @ARCHITECTURES.register(
@@ -29,10 +37,11 @@ def seed_model1(input_shape: tuple[int, int, int] = (96, 96, 3)) -> keras.Model:
         optimizer=OptimizerConfig("adam", 1e-4, {"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7}),
     ),
     notebook_says="about 3.3 million parameters, six blocks (the code has four)",
+    cnn_point=SEED_POINTS["seed_model2"],
 )
 def seed_model2(input_shape: tuple[int, int, int] = (96, 96, 3)) -> keras.Model:
     """Notebook model 2: four blocks of two convs (32, 64, 128, 256); dense head; ReLU; Adam(1e-4)."""
-    return cnn(input_shape, widths=(32, 64, 128, 256), convs=(2, 2, 2, 2), activation="relu", name="seed_model2")
+    return cnn(input_shape, **SEED_POINTS["seed_model2"], name="seed_model2")
 
 
 @ARCHITECTURES.register(
@@ -40,14 +49,8 @@ def seed_model2(input_shape: tuple[int, int, int] = (96, 96, 3)) -> keras.Model:
     baseline=True,
     training=TrainingConfig(epochs=30, batch_size=50, optimizer=OptimizerConfig("rmsprop", 1e-3)),
     notebook_says="about 2.8 million parameters",
+    cnn_point=SEED_POINTS["seed_model3"],
 )
 def seed_model3(input_shape: tuple[int, int, int] = (96, 96, 3)) -> keras.Model:
     """Notebook model 3: three blocks of five convs (32, 64, 128); PReLU everywhere; RMSprop(1e-3)."""
-    return cnn(
-        input_shape,
-        widths=(32, 64, 128),
-        convs=(5, 5, 5),
-        activation="prelu",
-        final_dropout=True,
-        name="seed_model3",
-    )
+    return cnn(input_shape, **SEED_POINTS["seed_model3"], name="seed_model3")

@@ -664,22 +664,10 @@ def matmul_gflops(size: int = MATMUL_SIZE, repeats: int = 5) -> float:
 
 
 def macs_per_image(model: Any) -> int:
-    """Multiply-accumulates of one forward pass through the convolutions and dense layers (the rest is small)."""
-    import keras
+    """Multiply-accumulates of one forward pass (harness.cost's count, the same the scaling study uses)."""
+    from harness.cost import model_macs
 
-    def walk(layer: Any) -> Any:
-        for inner in getattr(layer, "layers", []):
-            yield inner
-            yield from walk(inner)
-
-    total = 0
-    for layer in walk(model):
-        if isinstance(layer, keras.layers.Conv2D):
-            _, height, width, filters = layer.output.shape
-            total += height * width * filters * int(np.prod(layer.kernel.shape[:3]))
-        elif isinstance(layer, keras.layers.Dense):
-            total += int(np.prod(layer.kernel.shape))
-    return total
+    return model_macs(model)
 
 
 def _training_config(name: str) -> Any:

@@ -31,6 +31,7 @@ def budget_of(dataset: str | None, spec: dict[str, Any]) -> tuple[Any, ...]:
         recipe,
         training.get("tta", 1),
         training.get("precise_bn", 0),
+        training.get("steps_per_epoch"),  # None: full passes; a scaling study's equal-compute points train fewer
     )
 
 
@@ -40,8 +41,13 @@ def budget_key(record: RunRecord) -> tuple[Any, ...]:
 
 def budget_text(key: tuple[Any, ...]) -> str:
     """A budget key in words, e.g. '3 epochs, protocol seed, sample 4000, split seed 101, precise BN 20'."""
-    _dataset, protocol, sample, seed, folds, epochs, augment, tta, precise_bn = key
-    words = [f"{epochs} epochs", f"protocol {protocol}", f"sample {sample or 'all'}", f"split seed {seed}"]
+    _dataset, protocol, sample, seed, folds, epochs, augment, tta, precise_bn, steps = key
+    words = [
+        f"{epochs} epochs" + (f" of {steps} steps" if steps else ""),
+        f"protocol {protocol}",
+        f"sample {sample or 'all'}",
+        f"split seed {seed}",
+    ]
     words += [f"{folds} folds"] if folds and folds > 1 else []
     words += [f"augment {augment}"] if augment != "none" else []
     words += [f"TTA x{tta}"] if tta and tta > 1 else []

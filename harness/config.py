@@ -75,8 +75,13 @@ class TrainingConfig:
     # Dtype policy of the architecture's layers: "mixed" computes in float16 (GPUs with tensor cores),
     # "mixed_bfloat16" in bfloat16 (CPUs with AVX512-BF16 or AMX, TPUs); the output layer stays float32.
     precision: str = "float32"
+    # At most this many training batches an epoch (None: a full pass); a scaling study's equal-compute budget
+    # uses it to give a large model a fraction of an epoch.
+    steps_per_epoch: int | None = None
 
     def __post_init__(self) -> None:
+        if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
+            raise ConfigError(f"steps per epoch must be at least 1, got {self.steps_per_epoch}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.epochs < 1:
@@ -85,6 +90,16 @@ class TrainingConfig:
             raise ConfigError(f"batch size must be at least 1, got {self.batch_size}")
         if self.tta not in (1, 2, 4, 8):
             raise ConfigError(f"--tta must be 1, 2, 4 or 8, got {self.tta}")
+
+
+SEED_MAX = 2**32 - 1  # numpy's and scikit-learn's random_state take 0 .. 2**32 - 1
+
+
+def check_seed(seed: int) -> int:
+    """A seed every library accepts, or a one-line error naming --seed."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX:
+        raise ConfigError(f"--seed must be a whole number from 0 to {SEED_MAX:,}, got {seed!r}")
+    return seed
 
 
 @dataclass(frozen=True)
@@ -109,13 +124,14 @@ class DataConfig:
             raise ConfigError(f"--folds must be at least 1, got {self.folds}")
         if self.folds > 1 and self.protocol != "stratified":
             raise ConfigError("--folds needs --protocol stratified: the seed protocol is one fixed 85/15 split")
+        check_seed(self.seed)
 
 
 @dataclass(frozen=True)
 class Origin:
     """Where a run came from: a baseline, a search trial or an ensemble."""
 
-    kind: str = "baseline"
+    kind: str = "run"  # "baseline" only for a registered baseline; "search", "ensemble", "rerun:<id>"
     study: str | None = None
     trial: int | None = None
     tuner: str | None = None
@@ -131,6 +147,9 @@ class RunSpec:
     data: DataConfig = field(default_factory=DataConfig)
     seed: int = 101
     origin: Origin = field(default_factory=Origin)
+
+    def __post_init__(self) -> None:
+        check_seed(self.seed)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

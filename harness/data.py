@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -140,21 +141,102 @@ def load_dataset(
     data_dir: str | Path, cache_dir: str | Path, progress: bool = True, workers: int | None = None
 ) -> Dataset:
     """Validate a Kaggle-layout folder and return its images, decoding them only when the cache is stale."""
+    folder = _survey(data_dir)
+    cache_root = _cache_root(cache_dir)
+    final = cache_root / folder.fingerprint
+    cached = _open_cache(final, folder.fingerprint, folder.train_ids, folder.test_ids)
+    from_cache = cached is not None
+    if cached is None:
+        _build_cache(cache_root, final, folder, progress, workers or os.cpu_count() or 1)
+        cached = _open_cache(final, folder.fingerprint, folder.train_ids, folder.test_ids)
+        if cached is None:
+            raise HarnessError(f"cache {final} could not be read back after building it")
+    train, test, report = cached
+    return Dataset(
+        root=folder.root,
+        train=train,
+        test=test,
+        submission_ids=list(folder.submission_ids),
+        synthetic=(folder.root / SYNTHETIC_MARKER).is_file(),
+        report=report,
+        fingerprint=folder.fingerprint,
+        from_cache=from_cache,
+        cache_path=final,
+    )
+
+
+def rehash_cache(data_dir: str | Path, cache_dir: str | Path, progress: bool = True, workers: int | None = None) -> str:
+    """Check the cache against a fingerprint of every image's bytes, and rebuild it when they differ; say what it did.
+
+    The cache is keyed by names, sizes and mtimes: a file replaced by another of the same name, size and mtime
+    would keep its stale pixels. Hashing every byte (`harness data check --rehash`) catches that, at the cost of
+    reading the whole folder once more.
+    """
+    folder = _survey(data_dir)
+    cache_root = _cache_root(cache_dir)
+    final = cache_root / folder.fingerprint
+    n_workers = workers or os.cpu_count() or 1
+    content = _content_fingerprint(folder, n_workers)
+    old = _open_cache(final, folder.fingerprint, folder.train_ids, folder.test_ids)
+    n = len(folder.train_ids) + len(folder.test_ids)
+    if old is not None and _cached_content(final) == content:
+        return f"rehash: the cache matches the bytes of all {n:,} images; nothing to decode"
+    _build_cache(cache_root, final, folder, progress, n_workers, content=content, replace=True)
+    new = _open_cache(final, folder.fingerprint, folder.train_ids, folder.test_ids)
+    if new is None:
+        raise HarnessError(f"cache {final} could not be read back after building it")
+    if old is None:
+        return f"rehash: built the cache from {n:,} images and recorded their content fingerprint"
+    changed = [
+        f"{part} {shown(i)}"
+        for part, before, after in (("train", old[0], new[0]), ("test", old[1], new[1]))
+        for i, a, b in zip(after.ids.tolist(), before.digests.tolist(), after.digests.tolist(), strict=True)
+        if a != b
+    ]
+    return (
+        f"rehash: rebuilt the cache from the files' bytes; {len(changed)} of {n:,} images had other pixels than"
+        f" the old cache held{_examples(changed)}"
+    )
+
+
+@dataclass(frozen=True, eq=False)
+class _Folder:
+    """A validated Kaggle folder before any decoding: ids, labels, image paths and the cache's fingerprint."""
+
+    root: Path
+    train_ids: list[str]
+    train_labels: np.ndarray
+    train_paths: list[str]
+    test_ids: list[str]
+    test_paths: list[str]
+    submission_ids: list[str]
+    fingerprint: str
+
+
+def _survey(data_dir: str | Path) -> _Folder:
     root = Path(data_dir)
     if not root.is_dir():
         raise HarnessError(f"data folder {root} does not exist or is not a folder")
     labels_csv = root / LABELS_CSV
+    _refuse_symlink_out(root, labels_csv)
     if not labels_csv.is_file():
         raise HarnessError(f"{labels_csv} is missing: a Kaggle data folder holds train_labels.csv, train/ and test/")
     labels_bytes = labels_csv.read_bytes()
+    _refuse_nul(labels_csv, labels_bytes)
     train_ids, train_labels = _read_labels(labels_csv)
 
     train_files = _scan_folder(root, "train")
     missing = [i for i in train_ids if i not in train_files]
     if missing:
+        stripped = missing[0].strip()
+        hint = (
+            f"; id {shown(stripped)}, without the spaces, has one"
+            if stripped != missing[0] and stripped in train_files
+            else ""
+        )
         raise HarnessError(
-            f"{root / 'train'}: image for id {missing[0]} (listed in {LABELS_CSV}) is missing"
-            f" ({len(missing)} of {len(train_ids)} listed images are missing)"
+            f"{root / 'train'}: image for id {shown(missing[0])} (listed in {LABELS_CSV}) is missing"
+            f" ({len(missing)} of {len(train_ids)} listed images are missing){hint}"
         )
     test_files = _scan_folder(root, "test")
     if not test_files:
@@ -162,44 +244,33 @@ def load_dataset(
     test_ids = sorted(test_files)
 
     submission_csv = root / SUBMISSION_CSV
+    _refuse_symlink_out(root, submission_csv)
     submission_bytes = submission_csv.read_bytes() if submission_csv.is_file() else None
+    if submission_bytes is not None:
+        _refuse_nul(submission_csv, submission_bytes)
     submission_ids = _read_submission_ids(submission_csv, test_ids) if submission_bytes is not None else test_ids
 
     train_paths = [train_files[i] for i in train_ids]
     test_paths = [test_files[i] for i in test_ids]
-    fingerprint = _fingerprint(labels_bytes, submission_bytes, train_paths, test_paths)
-
-    cache_root = Path(cache_dir)
-    cache_root.mkdir(parents=True, exist_ok=True)
-    final = cache_root / fingerprint
-    cached = _open_cache(final, fingerprint, train_ids, test_ids)
-    from_cache = cached is not None
-    if cached is None:
-        n_workers = workers or os.cpu_count() or 1
-        _build_cache(
-            cache_root,
-            final,
-            fingerprint,
-            (train_ids, train_labels, train_paths),
-            (test_ids, test_paths),
-            progress,
-            n_workers,
-        )
-        cached = _open_cache(final, fingerprint, train_ids, test_ids)
-        if cached is None:
-            raise HarnessError(f"cache {final} could not be read back after building it")
-    train, test, report = cached
-    return Dataset(
+    return _Folder(
         root=root,
-        train=train,
-        test=test,
-        submission_ids=list(submission_ids),
-        synthetic=(root / SYNTHETIC_MARKER).is_file(),
-        report=report,
-        fingerprint=fingerprint,
-        from_cache=from_cache,
-        cache_path=final,
+        train_ids=train_ids,
+        train_labels=train_labels,
+        train_paths=train_paths,
+        test_ids=test_ids,
+        test_paths=test_paths,
+        submission_ids=submission_ids,
+        fingerprint=_fingerprint(labels_bytes, submission_bytes, train_paths, test_paths),
     )
+
+
+def _cache_root(cache_dir: str | Path) -> Path:
+    cache_root = Path(cache_dir)
+    try:
+        cache_root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise HarnessError(f"cannot create the cache folder {cache_root}: {e.strerror or e}") from None
+    return cache_root
 
 
 # ----------------------------------------------------------------------------- validation
@@ -235,6 +306,50 @@ def clip(text: str, limit: int = 80) -> str:
     return text if len(text) <= limit else f"{text[:limit]}...({len(text):,} characters)"
 
 
+# A surrogate that stands for an undecodable byte of a file name (os.fsdecode's surrogateescape), as repr shows it.
+_ESCAPED_BYTE = re.compile(r"(?<!\\)((?:\\\\)*)\\udc([89a-f][0-9a-f])")
+
+
+def shown(text: str, limit: int | None = 80) -> str:
+    """An id or name for a message: as it is when plain, else quoted with repr's escapes, so that what is wrong
+    with it can be seen (whitespace at either end, a NUL, a control or other unprintable character, an undecodable
+    byte of a file name, shown as \\xff). Clipped to `limit` characters (None: never, for paths)."""
+    plain = bool(text) and text.isprintable() and text == text.strip()
+    text = clip(text, limit) if limit is not None else text
+    return text if plain else _ESCAPED_BYTE.sub(r"\1\\x\2", repr(text))
+
+
+def _refuse_nul(path: Path, raw: bytes) -> None:
+    """pandas ends a field at a NUL byte and drops the rest silently: refuse it, naming the line and the field."""
+    at = raw.find(b"\0")
+    if at < 0:
+        return
+    start, end = raw.rfind(b"\n", 0, at) + 1, raw.find(b"\n", at)
+    line = raw[start : len(raw) if end < 0 else end].rstrip(b"\r").decode("utf-8", "backslashreplace")
+    field = next(f for f in line.split(",") if "\0" in f)
+    line_number = raw.count(b"\n", 0, at) + 1
+    raise HarnessError(
+        f"{path} line {line_number}: {shown(field)} holds a NUL byte, which would cut it short silently;"
+        " ids and labels never hold one"
+    )
+
+
+def _refuse_symlink_out(root: Path, path: Path) -> None:
+    """Refuse `path`, a file or folder of the data folder, when it is a symlink out of that folder or in a loop:
+    the rule images follow holds for train_labels.csv, sample_submission.csv, train/ and test/ too."""
+    if not os.path.islink(path):
+        return
+    real_root = os.path.realpath(root)
+    try:
+        target = os.path.realpath(path, strict=True)
+    except FileNotFoundError:
+        return  # a dangling link: the caller reports the file as missing
+    except OSError as e:
+        raise HarnessError(f"{path} is a symlink loop ({e.strerror or e}); refusing it") from None
+    if os.path.commonpath([target, real_root]) != real_root:
+        raise HarnessError(f"{path} is a symlink to {target}, outside the data folder {root}; refusing it")
+
+
 def _read_csv(path: Path) -> pd.DataFrame:
     try:
         return pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False, encoding="utf-8")
@@ -267,13 +382,13 @@ def _read_labels(path: Path) -> tuple[list[str], np.ndarray]:
     if dup.any():
         first = ids[int(np.flatnonzero(dup.to_numpy())[0])]
         lines = [str(i + 2) for i in np.flatnonzero((df["id"] == first).to_numpy())[:2]]
-        raise HarnessError(f"{path}: id {clip(first)} is listed more than once (lines {' and '.join(lines)})")
+        raise HarnessError(f"{path}: id {shown(first)} is listed more than once (lines {' and '.join(lines)})")
     raw = df["label"]
     numeric = pd.to_numeric(raw.str.strip(), errors="coerce")
     bad = ~numeric.isin([0, 1]).to_numpy()
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise HarnessError(f"{path} line {i + 2}: label {clip(raw.iloc[i])!r} for id {clip(ids[i])} is not 0 or 1")
+        raise HarnessError(f"{path} line {i + 2}: label {clip(raw.iloc[i])!r} for id {shown(ids[i])} is not 0 or 1")
     return ids, numeric.to_numpy().astype(np.uint8)
 
 
@@ -284,15 +399,15 @@ def _read_submission_ids(path: Path, test_ids: list[str]) -> list[str]:
     ids = df["id"].tolist()
     dup = df["id"].duplicated()
     if dup.any():
-        raise HarnessError(f"{path}: id {clip(ids[int(np.flatnonzero(dup.to_numpy())[0])])} is listed more than once")
+        raise HarnessError(f"{path}: id {shown(ids[int(np.flatnonzero(dup.to_numpy())[0])])} is listed more than once")
     listed, present = set(ids), set(test_ids)
     if listed != present:
         n_diff = len(listed ^ present)
         extra = sorted(listed - present)
         if extra:
-            raise HarnessError(f"{path}: id {clip(extra[0])} has no image in test/ ({n_diff} ids differ from test/)")
+            raise HarnessError(f"{path}: id {shown(extra[0])} has no image in test/ ({n_diff} ids differ from test/)")
         absent = sorted(present - listed)
-        raise HarnessError(f"{path}: test image {absent[0]} is not listed ({n_diff} ids differ from test/)")
+        raise HarnessError(f"{path}: test image {shown(absent[0])} is not listed ({n_diff} ids differ from test/)")
     return ids
 
 
@@ -300,6 +415,7 @@ def _scan_folder(root: Path, name: str) -> dict[str, str]:
     """Map id -> image path by listing the folder once; other files are ignored. Paths stay strings: a Path per
     image costs more than everything else the listing does."""
     folder = root / name
+    _refuse_symlink_out(root, folder)
     if not folder.is_dir():
         raise HarnessError(f"{folder} is missing: a Kaggle data folder holds train_labels.csv, train/ and test/")
     # A file symlink may point anywhere inside the data folder (or the folder it sits in), nowhere else.
@@ -318,19 +434,38 @@ def _scan_folder(root: Path, name: str) -> dict[str, str]:
             if stem[0] == "." and not stem.strip("."):
                 continue
             path = entry.path
-            if entry.is_symlink():
-                target = os.path.realpath(path)
-                if not any(os.path.commonpath([target, a]) == a for a in allowed):
-                    raise HarnessError(f"{path} is a symlink to {target}, outside the data folder {root}; refusing it")
-            if not entry.is_file():
-                continue
+            if not file_name.isascii():  # Kaggle's names are: the check costs nothing for them
+                _refuse_undecodable(path)
+            try:
+                if entry.is_symlink():
+                    target = os.path.realpath(path)
+                    if not any(os.path.commonpath([target, a]) == a for a in allowed):
+                        raise HarnessError(
+                            f"{path} is a symlink to {target}, outside the data folder {root}; refusing it"
+                        )
+                if not entry.is_file():
+                    continue
+            except OSError as e:
+                loop = e.errno == errno.ELOOP
+                what = "is a symlink loop" if loop else "cannot be read"
+                raise HarnessError(f"{path} {what} ({e.strerror or e}){'; refusing it' if loop else ''}") from None
             if not plain(stem):
                 check_plain_id(stem, path)
             if stem in found:
                 other = os.path.basename(found[stem])
-                raise HarnessError(f"{path}: id {stem} has two image files ({other} and {file_name})")
+                raise HarnessError(f"{path}: id {shown(stem)} has two image files ({other} and {file_name})")
             found[stem] = path
     return found
+
+
+def _refuse_undecodable(path: str) -> None:
+    """A file name that is not valid UTF-8 cannot be an id (ids are text, and go into UTF-8 CSVs)."""
+    try:
+        os.path.basename(path).encode()
+    except UnicodeEncodeError:
+        raise HarnessError(
+            f"{shown(path, None)}: the file name is not valid UTF-8, so it cannot be an id; rename the file"
+        ) from None
 
 
 # ----------------------------------------------------------------------------- cache
@@ -379,15 +514,69 @@ def _open_cache(
 def _build_cache(
     cache_root: Path,
     final: Path,
-    fingerprint: str,
-    train: tuple[list[str], np.ndarray, list[str]],
-    test: tuple[list[str], list[str]],
+    folder: _Folder,
     progress: bool,
     workers: int,
+    content: str | None = None,
+    replace: bool = False,
 ) -> None:
-    """Decode everything into a temporary folder, then rename it into place: a half build never looks valid."""
-    (train_ids, train_labels, train_paths), (test_ids, test_paths) = train, test
-    _remove_dead_builds(cache_root)
+    """Decode everything into a temporary folder, then rename it into place: a half build never looks valid.
+
+    The free space is checked first (the cache's size is known), and a disk that fills up all the same is one
+    line, with nothing of the build left behind. `content`, a fingerprint of the files' bytes, is recorded;
+    `replace` puts this build in place even over a valid cache of the same name (a rehash found it stale).
+    """
+    _remove_dead_builds(cache_root)  # their space counts as free
+    needed = _cache_bytes(folder)
+    free = shutil.disk_usage(cache_root).free
+    if needed > free:
+        raise HarnessError(
+            f"{cache_root}: not enough free space for the decoded cache: it needs {_size(needed)}"
+            f" ({len(folder.train_ids) + len(folder.test_ids):,} images of 96x96x3 bytes, and their ids),"
+            f" {_size(free)} are free; free some space or put the results folder on a larger disk (--results)"
+        )
+    try:
+        _build_cache_files(cache_root, final, folder, progress, workers, content, replace)
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise HarnessError(
+            f"{cache_root}: the disk filled up while the decoded cache was built ({e.strerror or e}); it needs"
+            f" {_size(needed)}, {_size(free)} were free when it started; nothing of it was kept"
+        ) from None
+
+
+# What a cache holds besides its pixels and ids: .npy headers, digests and labels are counted, this is the rest
+# (meta.json with the quality report) and the file system's rounding up to whole blocks.
+_CACHE_SLACK = 64 << 10
+
+
+def _cache_bytes(folder: _Folder) -> int:
+    """The bytes a cache of this folder takes on disk, before meta.json: pixels, ids (numpy's UTF-32), digests."""
+    n_train, n = len(folder.train_ids), len(folder.train_ids) + len(folder.test_ids)
+    # numpy stores each id array with the longest id's length, 4 bytes a character
+    id_chars = max(map(len, folder.train_ids), default=1) * n_train
+    id_chars += max(map(len, folder.test_ids), default=1) * (n - n_train)
+    return n * (int(np.prod(IMAGE_SHAPE)) + _DIGEST_SIZE) + 4 * id_chars + n_train + 6 * 128 + _CACHE_SLACK
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:,.1f} {unit}"
+    return f"{n:,} bytes"
+
+
+def _build_cache_files(
+    cache_root: Path,
+    final: Path,
+    folder: _Folder,
+    progress: bool,
+    workers: int,
+    content: str | None,
+    replace: bool,
+) -> None:
+    fingerprint, train_ids, test_ids = folder.fingerprint, folder.train_ids, folder.test_ids
     # The host and pid in the name let a later build remove what a killed build left behind.
     prefix = f"{_TMP_PREFIX}{fingerprint}-{socket.gethostname()}-{os.getpid()}-"
     tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=cache_root))
@@ -395,20 +584,22 @@ def _build_cache(
         start = time.perf_counter()
         with _ProgressBar(progress) as advance:
             train_digests, train_std, train_flush = _decode_all(
-                tmp / "train_images.npy", train_paths, workers, advance, "train"
+                tmp / "train_images.npy", folder.train_paths, workers, advance, "train"
             )
             test_digests, test_std, test_flush = _decode_all(
-                tmp / "test_images.npy", test_paths, workers, advance, "test"
+                tmp / "test_images.npy", folder.test_paths, workers, advance, "test"
             )
         seconds = time.perf_counter() - start
-        n = len(train_paths) + len(test_paths)
+        n = len(train_ids) + len(test_ids)
         log.info("decoded %d images in %.1f s (%.0f images/s)", n, seconds, n / max(seconds, 1e-9))
         np.save(tmp / "train_ids.npy", np.asarray(train_ids, dtype=str))
         np.save(tmp / "test_ids.npy", np.asarray(test_ids, dtype=str))
-        np.save(tmp / "train_labels.npy", train_labels.astype(np.uint8))
+        np.save(tmp / "train_labels.npy", folder.train_labels.astype(np.uint8))
         np.save(tmp / "train_digests.npy", train_digests)
         np.save(tmp / "test_digests.npy", test_digests)
-        report = _quality_report(train_ids, train_labels, train_digests, train_std, test_ids, test_digests, test_std)
+        report = _quality_report(
+            train_ids, folder.train_labels, train_digests, train_std, test_ids, test_digests, test_std
+        )
         meta = {
             "format": CACHE_FORMAT,
             "fingerprint": fingerprint,
@@ -417,16 +608,19 @@ def _build_cache(
             "decode_seconds": round(seconds, 3),
             "report": report.to_dict(),
         }
+        if content is not None:
+            meta["content"] = content
         (tmp / "meta.json").write_text(json.dumps(meta))
         train_flush.join()
         test_flush.join()
         for path in tmp.iterdir():  # on disk before the rename makes the cache visible
             with open(path, "rb") as handle:
                 os.fsync(handle.fileno())
-        if final.exists() and _open_cache(final, fingerprint, train_ids, test_ids) is not None:
+        if not replace and final.exists() and _open_cache(final, fingerprint, train_ids, test_ids) is not None:
             return  # another process built the same cache meanwhile, and may be reading it: keep it, drop ours
         if final.exists():
             # A stale or broken cache under this name: move it aside first (a rename cannot replace a full folder).
+            # A process still reading it keeps its memory maps: the files go only when it closes them.
             aside = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}old-", dir=cache_root))
             os.replace(final, aside / "old")
             shutil.rmtree(aside, ignore_errors=True)
@@ -438,6 +632,31 @@ def _build_cache(
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _content_fingerprint(folder: _Folder, workers: int) -> str:
+    """A digest of every image file's bytes, in id order, on top of the name/size/mtime fingerprint."""
+    paths = folder.train_paths + folder.test_paths
+
+    def digest(path: str) -> bytes:
+        try:
+            with open(path, "rb") as handle:  # file_digest reads in chunks: bounded memory whatever the size
+                return hashlib.file_digest(handle, lambda: hashlib.blake2b(digest_size=16)).digest()
+        except OSError as e:
+            raise HarnessError(f"{path}: cannot read the file ({e.strerror or e})") from None
+
+    h = hashlib.blake2b(folder.fingerprint.encode(), digest_size=16)
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:  # hashlib releases the GIL
+        for d in pool.map(digest, paths):
+            h.update(d)
+    return h.hexdigest()
+
+
+def _cached_content(final: Path) -> str | None:
+    try:
+        return json.loads((final / "meta.json").read_text()).get("content")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def _chunks(n: int, workers: int) -> list[tuple[int, int]]:
@@ -665,7 +884,7 @@ def _examples(ids: Iterable[str], k: int = 3) -> str:
     if not ids:
         return ""
     more = f", +{len(ids) - k} more" if len(ids) > k else ""
-    return f" (e.g. {', '.join(ids[:k])}{more})"
+    return f" (e.g. {', '.join(map(shown, ids[:k]))}{more})"
 
 
 def _one_line(e: BaseException) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -11,21 +12,25 @@ import pandas as pd
 from harness import plots
 from harness.atomic import atomic_path, write_text
 from harness.backend import environment
-from harness.errors import HarnessError
-from harness.leaderboard import RANK_BY, rank
+from harness.errors import HarnessError, one_line
+from harness.leaderboard import DEFAULT_BY, RANK_BY, rank
 from harness.metrics import binary_metrics
 from harness.runner import new_run_id
 from harness.store import RunRecord, RunStore
-from harness.submission import build_submission, write_submission
+from harness.submission import build_submission, expected_test_ids, write_submission
 
 
-def _same_split(a: RunRecord, b: RunRecord) -> bool:
-    """Blending needs the same validation images: same protocol, sample, seed and folds."""
-    return (a.spec or {}).get("data") == (b.spec or {}).get("data")
+@dataclass(frozen=True)
+class Selection:
+    """The runs to blend, and one line for each run (or kind of run) passed over, saying why."""
+
+    members: list[RunRecord]
+    skipped: list[str]
 
 
-def choose_members(records: list[RunRecord], top: int, by: str) -> list[RunRecord]:
-    """The best `top` complete, non-ensemble runs that share the best one's validation split."""
+def select_members(records: list[RunRecord], top: int, by: str = DEFAULT_BY) -> Selection:
+    """The best `top` complete, non-ensemble runs that share the best one's validation set (the same images:
+    blending needs them, and a blend of other images would not compare with its members)."""
     if top < 1:
         raise HarnessError(f"--top must be at least 1, got {top}")
     if by not in RANK_BY:
@@ -34,9 +39,37 @@ def choose_members(records: list[RunRecord], top: int, by: str) -> list[RunRecor
     if not candidates:
         raise HarnessError("no complete runs to blend: train some first ('harness run baselines')")
     by_id = {r.run_id: r for r in candidates}
-    ranked = [by_id[run] for run in rank(candidates, by)["run"] if run in by_id]
-    best = ranked[0]
-    return [r for r in ranked if _same_split(r, best)][:top]
+    frame = rank(candidates, by)
+    best = frame.iloc[0]
+    same = frame["val_key"].eq(best["val_key"])
+    members = [by_id[run] for run in frame.loc[same, "run"].head(top)]
+    last = int(frame.index[frame["run"] == members[-1].run_id][0])
+    skipped = []
+    # Runs that ranked among the members but were validated on other images: named, one line each.
+    passed = frame[~same & (frame.index < last)]
+    for _, row in passed.head(5).iterrows():
+        skipped.append(
+            f"skipped {row['run']} ({row['architecture']}, {by} {row[by]:.4f}): validated on {row['val_set_long']},"
+            f" not on the best run's {best['val_set_long']}"
+        )
+    others = int((~same).sum()) - min(len(passed), 5)
+    if others:
+        more = "more " if skipped else ""
+        skipped.append(f"skipped {others} {more}runs validated on other sets than the best run's")
+    if len(members) < top:
+        skipped.append(f"only {len(members)} runs share the best run's validation set ({best['val_set_long']})")
+    ensembles = sum(r.origin == "ensemble" and r.status == "complete" for r in records)
+    if ensembles:
+        skipped.append(f"skipped {ensembles} ensembles: a blend is not blended again")
+    unfinished = sum(r.status != "complete" for r in records)
+    if unfinished:
+        skipped.append(f"skipped {unfinished} runs that did not complete (failed, pruned, interrupted or running)")
+    return Selection(members, skipped)
+
+
+def choose_members(records: list[RunRecord], top: int, by: str = DEFAULT_BY) -> list[RunRecord]:
+    """The runs `select_members` picks."""
+    return select_members(records, top, by).members
 
 
 def _read_member(record: RunRecord) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -44,8 +77,11 @@ def _read_member(record: RunRecord) -> tuple[pd.DataFrame, pd.DataFrame]:
     try:
         val = pd.read_csv(folder / "val_predictions.csv", dtype={"id": str})
         test = pd.read_csv(record.submission or folder / "submission.csv", dtype={"id": str})
-    except OSError as exc:
-        raise HarnessError(f"run {record.run_id}: cannot read its predictions ({exc.strerror or exc})") from None
+    except (OSError, ValueError) as exc:  # missing, a folder, empty, not UTF-8, not CSV (pandas raises ValueErrors)
+        detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else one_line(exc)
+        raise HarnessError(f"run {record.run_id}: cannot read its predictions ({detail})") from None
+    if not {"id", "probability", "label"} <= set(val.columns) or not {"id", "label"} <= set(test.columns):
+        raise HarnessError(f"run {record.run_id}: its val_predictions.csv or submission.csv lacks its columns")
     return val.set_index("id"), test.set_index("id")
 
 
@@ -90,7 +126,7 @@ def blend(store: RunStore, results_dir: Path, members: list[RunRecord], by: str)
             )
         plots.roc(labels, val_probs, f"ensemble of {len(members)} ({run_id})", folder / "roc.png")
         submission = build_submission(list(test_ids), test_probs, list(test_ids))
-        write_submission(submission, folder / "submission.csv")
+        write_submission(submission, folder / "submission.csv", expected_test_ids(members[0].dataset))
     except BaseException as exc:
         store.update(run_id, status="failed", error=f"{type(exc).__name__}: {exc}")
         raise

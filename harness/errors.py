@@ -7,3 +7,9 @@ class HarnessError(Exception):
 
 class ConfigError(HarnessError, ValueError):
     """A configuration value out of range: a bad flag, or a bad value in a stored spec."""
+
+
+def one_line(exc: BaseException) -> str:
+    """`Type: first line of the message`: how an unexpected error is shown on one line and stored in a record."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}".strip().rstrip(":")

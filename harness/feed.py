@@ -26,6 +26,7 @@ class ImageBatches(keras.utils.PyDataset):
         shuffle: bool = False,
         seed: int = 0,
         transform: int = 0,
+        steps: int | None = None,
     ) -> None:
         super().__init__()
         self.images = images
@@ -34,13 +35,17 @@ class ImageBatches(keras.utils.PyDataset):
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.transform = transform  # a dihedral element (0 = identity), for test-time augmentation
+        # At most this many batches an epoch: a fraction of an epoch, a fresh random part of it each time when
+        # shuffled (equal-compute budgets give a large model less than one pass).
+        self.steps = steps
         self._rng = np.random.default_rng(seed)
         self._order = self.indices.copy()
         if shuffle:
             self._order = self._rng.permutation(self.indices)
 
     def __len__(self) -> int:
-        return math.ceil(len(self.indices) / self.batch_size)
+        full = math.ceil(len(self.indices) / self.batch_size)
+        return min(full, self.steps) if self.steps else full
 
     def __getitem__(self, batch: int):  # type: ignore[override]
         picked = self._order[batch * self.batch_size : (batch + 1) * self.batch_size]

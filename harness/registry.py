@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import pkgutil
 from collections.abc import Callable, Iterator
@@ -40,6 +41,16 @@ class Registry:
             return builder
 
         return decorate
+
+    @contextlib.contextmanager
+    def override(self) -> Iterator[Registry]:
+        """Register into a copy for the duration of a `with` block (tests): afterwards the entries are as before."""
+        self.discover()
+        saved = dict(self._entries)
+        try:
+            yield self
+        finally:
+            self._entries = saved
 
     def discover(self) -> None:
         if self._discovered:

@@ -22,14 +22,26 @@ import pandas as pd
 from harness.atomic import write_text
 from harness.budget import budget_key, budget_text
 from harness.errors import HarnessError
-from harness.hypothesis import VERDICT_RULE, Evidence, bootstrap_spearman, judge
-from harness.plots import save_figure
+from harness.hypothesis import INCONCLUSIVE, VERDICT_RULE, Evidence, bootstrap_spearman, judge
+from harness.leaderboard import DEFAULT_BY, comparable, rank
+from harness.plots import integer_epochs, save_figure
+from harness.report_html import Figure, Page, write_page
 from harness.store import RunRecord, engine_url, redact
 from harness.workspace import Workspace
 
 MIN_IMPORTANCE_TRIALS = 5  # fANOVA on fewer complete trials says nothing
 IMPORTANCE_SEED = 0
 SIZES = (("parameters", "parameters"), ("depth", "conv layers"), ("width", "max filters"))
+# Counts: pandas turns them into floats as soon as one row lacks them (a pruned run has no parameters).
+INTEGER_COLUMNS = frozenset({"parameters", "depth", "width", "n", "runs", "complete", "baselines", "trial", "epochs"})
+TOP_CURVES = 3  # learning curves of this many top-ranked runs on the HTML page
+
+# A search varies size together with everything else: its verdict can only observe, not isolate, size.
+OBSERVATIONAL = (
+    "This verdict is observational: the search varied size together with activation, optimiser, learning rate and"
+    " the rest, one seed a point. For a controlled answer, where only size varies and several seeds measure the"
+    ' noise, run `harness scale` (see the README\'s "Does a bigger network do better?").'
+)
 
 
 @functools.lru_cache(maxsize=64)
@@ -70,6 +82,9 @@ def _label(record: RunRecord) -> str:
 
 def runs_frame(records: list[RunRecord]) -> pd.DataFrame:
     """One row per run, with its budget, size (parameters, depth, width) and validation scores."""
+    from harness.registry import ARCHITECTURES
+
+    baselines = set(ARCHITECTURES.names(baseline=True))
     rows = []
     for r in records:
         spec = r.spec or {}
@@ -85,7 +100,9 @@ def runs_frame(records: list[RunRecord]) -> pd.DataFrame:
                 "trial": r.trial,
                 "status": r.status,
                 "architecture": r.architecture,
-                "is_baseline": r.origin == "baseline",
+                # A registered baseline, never a run of another architecture (old stores marked `harness run cnn` so).
+                "is_baseline": r.origin == "baseline" and r.architecture in baselines,
+                "is_ensemble": r.origin == "ensemble",
                 "parameters": r.parameters,
                 "depth": depth or None,
                 "width": width or None,
@@ -103,16 +120,26 @@ def runs_frame(records: list[RunRecord]) -> pd.DataFrame:
             }
         )
     columns = ["run_id", "label", "origin", "study", "status", "is_baseline", "parameters", "val_auc", "budget"]
-    return pd.DataFrame(rows) if rows else pd.DataFrame(columns=columns)
+    return pd.DataFrame(rows) if rows else pd.DataFrame(columns=[*columns, "is_ensemble"])
 
 
 def _budget_text(budget: str) -> str:
-    return budget_text(tuple(json.loads(budget)))
+    key = tuple(json.loads(budget))
+    _dataset, protocol, sample, seed, folds, epochs = key[:6]
+    if epochs is None:  # an ensemble: it trains nothing, so only its members' validation split describes it
+        split = f"protocol {protocol}, sample {sample or 'all'}, split seed {seed}"
+        return f"ensemble (a blend of other runs, no epochs of its own; {split}" + (
+            f", {folds} folds)" if folds and folds > 1 else ")"
+        )
+    return budget_text(key)
 
 
 def choose_budget(frame: pd.DataFrame) -> str | None:
-    """The budget with the most complete search runs (else the most complete runs); ties go to the latest."""
-    done = frame[frame["status"] == "complete"]
+    """The budget with the most complete search runs (else the most complete runs); ties go to the latest.
+
+    Ensembles never set it: a blend has no size or training budget of its own to compare.
+    """
+    done = frame[(frame["status"] == "complete") & ~frame["is_ensemble"].astype(bool)]
     pool = done[~done["is_baseline"]] if (~done["is_baseline"]).any() else done
     if pool.empty:
         return None
@@ -149,7 +176,8 @@ def _importances(storage_url: str, studies: list[str]) -> list[tuple[str, dict[s
     return out
 
 
-def _size_plot(compared: pd.DataFrame, path: Path, title: str) -> None:
+def size_plot(compared: pd.DataFrame, path: Path, title: str) -> plt.Figure:
+    """Validation AUC and accuracy against parameters, depth and width: trials by study, other runs, baselines."""
     fig, axes = plt.subplots(2, 3, figsize=(14, 7.5), squeeze=False)
     search = compared[~compared["is_baseline"]]
     base = compared[compared["is_baseline"]]
@@ -161,6 +189,9 @@ def _size_plot(compared: pd.DataFrame, path: Path, title: str) -> None:
             for i, study in enumerate(studies):
                 part = search[search["study"] == study].dropna(subset=[size, metric])
                 ax.scatter(part[size], part[metric], s=22, alpha=0.75, color=colours(i % 10), label=f"trials: {study}")
+            loose = search[search["study"].isna()].dropna(subset=[size, metric])  # `harness run ARCH`, reruns
+            if len(loose):
+                ax.scatter(loose[size], loose[metric], s=30, marker="D", color="dimgrey", label="other runs")
             marked = base.dropna(subset=[size, metric])
             if len(marked):
                 ax.scatter(marked[size], marked[metric], marker="*", s=220, color="crimson", edgecolor="black",
@@ -181,23 +212,33 @@ def _size_plot(compared: pd.DataFrame, path: Path, title: str) -> None:
     fig.suptitle(title)
     fig.tight_layout(rect=(0, 0.06, 1, 0.96))
     save_figure(fig, path)
+    return fig
 
 
-def _progress_plot(scope: pd.DataFrame, budget: str, best_baseline: float | None, path: Path) -> None:
+def progress_plot(scope: pd.DataFrame, budget: str, best_baseline: float | None, path: Path) -> plt.Figure:
+    """Each study's best val AUC so far (compared budget only) against the search's cumulative epochs."""
     fig, ax = plt.subplots(figsize=(8, 4.5))
     search = scope[~scope["is_baseline"]].sort_values("created_at")
     for study, part in search.groupby("study", sort=True):
         epochs = part["epochs_run"].fillna(0).astype(float).cumsum()
         scores = part["val_auc"].where((part["status"] == "complete") & (part["budget"] == budget))
-        best = scores.astype(float).cummax()
-        ax.step(epochs, best, where="post", marker="o", markersize=3, label=f"{study}: best so far")
+        # Carry the best forward over trials that do not count (pruned, or another budget, as Hyperband's
+        # short rounds are): the best so far stands until beaten, so the series is one unbroken line.
+        best = scores.astype(float).cummax().ffill()
+        if best.isna().all():
+            continue  # no complete trial of this study at the compared budget
+        counted = scores.notna().tolist()  # a marker for each trial that counts; the line carries the best on
+        ax.step(epochs, best, where="post", marker="o", markersize=4, markevery=counted, label=f"{study}: best so far")
     if best_baseline is not None:
         ax.axhline(best_baseline, color="crimson", linestyle="--", label=f"best baseline ({best_baseline:.4f})")
     ax.set_xlabel("cumulative training epochs of the search (pruned and failed trials included)")
     ax.set_ylabel("best validation AUC so far")
     ax.grid(alpha=0.3)
+    integer_epochs(ax, [0, *search["epochs_run"].fillna(0).astype(float).cumsum()])
+    ax.margins(y=0.12)  # keep the best baseline's line off the frame
     ax.legend(loc="lower right", fontsize=8)
     save_figure(fig, path)
+    return fig
 
 
 def _importance_plot(name: str, values: dict[str, float], path: Path) -> None:
@@ -209,9 +250,11 @@ def _importance_plot(name: str, values: dict[str, float], path: Path) -> None:
     save_figure(fig, path)
 
 
-def _fmt(value: Any, digits: int = 4) -> str:
+def _fmt(value: Any, digits: int = 4, integer: bool = False) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
+    if integer and isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return f"{int(value):,}"
     if isinstance(value, float):
         return f"{value:.{digits}f}"
     if isinstance(value, (int, np.integer)):
@@ -222,7 +265,8 @@ def _fmt(value: Any, digits: int = 4) -> str:
 def _table(frame: pd.DataFrame, columns: list[str]) -> list[str]:
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for _, row in frame.iterrows():
-        lines.append("| " + " | ".join(_fmt(row[c]).replace("|", "/") for c in columns) + " |")
+        cells = (_fmt(row[c], integer=c in INTEGER_COLUMNS).replace("|", "/") for c in columns)
+        lines.append("| " + " | ".join(cells) + " |")
     return lines
 
 
@@ -240,8 +284,11 @@ def _scope(records: list[RunRecord], study: str | None) -> tuple[list[RunRecord]
     return [r for r in records if r.dataset == dataset], dataset
 
 
-def write_report(workspace: Workspace, study: str | None = None) -> Path:
-    """Write report.md and its PNGs to <results>/report/ (or <results>/report-<study>/); return report.md's path."""
+def write_report(workspace: Workspace, study: str | None = None, html: bool = False) -> Path:
+    """Write report.md and its PNGs to <results>/report/ (or <results>/report-<study>/); return report.md's path.
+
+    With `html`, also report.html beside it: one self-contained page (see harness.report_html).
+    """
     records = workspace.store().runs()
     scoped, dataset = _scope(records, study)
     folder = workspace.results / (f"report-{study}" if study else "report")
@@ -251,22 +298,32 @@ def write_report(workspace: Workspace, study: str | None = None) -> Path:
     evidence = judge(compared) if budget else None
     synthetic = bool(frame["synthetic"].any())
 
+    written = dt.datetime.now().isoformat(timespec="seconds")
+    scope = f"Scope: {'study ' + study if study else 'every study'} with the baselines, on `{dataset}`"
+    store_text = f"Store: `{redact(workspace.storage_url)}`."
     md: list[str] = ["# Does a bigger network do better?", ""]
     md.append(
-        f"Scope: {'study ' + study if study else 'every study'} with the baselines, on `{dataset}`"
+        scope
         + (" (**synthetic demo data**: the scores say nothing about cancer detection)" if synthetic else "")
-        + f". Store: `{redact(workspace.storage_url)}`. Written {dt.datetime.now().isoformat(timespec='seconds')}."
+        + f". {store_text} Written {written}."
     )
     md += ["", "## Verdict", ""]
+    figures: list[Figure] = []  # the page's plots, in the report's order
     if evidence is None:
-        md.append("**Inconclusive**: no complete runs yet.")
+        verdict, sentence, detail = INCONCLUSIVE, "Inconclusive: no complete runs yet.", ""
     else:
         assert budget is not None  # judged only when a budget was chosen
-        md.append(f"**{evidence.sentence()}**")
-        md += ["", f"Compared budget: {_budget_text(budget)}; {evidence.n} complete runs."]
+        verdict, sentence = evidence.verdict, evidence.sentence()
+        detail = f"Compared budget: {_budget_text(budget)}; {evidence.n} complete runs."
+    md.append(f"**{sentence}**")
+    md += ["", detail] if detail else []
+    md += ["", OBSERVATIONAL]
     md += ["", "How the verdict is decided:", "", VERDICT_RULE, ""]
 
-    md += ["## Budgets", "", "Only runs that share a budget are compared; the others are listed here.", ""]
+    md += ["## Budgets", "", "Only runs that share a budget are compared; the others are listed here."]
+    if frame["is_ensemble"].any():
+        md.append("Ensembles blend other runs' predictions; with no epochs or size of their own, none is compared.")
+    md.append("")
     budgets = frame.groupby("budget", sort=False).agg(
         runs=("run_id", "size"),
         complete=("status", lambda s: int((s == "complete").sum())),
@@ -276,9 +333,14 @@ def write_report(workspace: Workspace, study: str | None = None) -> Path:
     md += _table(budgets.reset_index(drop=True), ["budget", "runs", "complete", "baselines"])
 
     if evidence is not None and budget is not None and len(compared):
-        _size_plot(compared, folder / "size_vs_metric.png", f"validation metrics against size ({_budget_text(budget)})")
+        size_plot(compared, folder / "size_vs_metric.png", f"validation metrics against size ({_budget_text(budget)})")
         md += ["", "## Size against score", "", "![size against score](size_vs_metric.png)", ""]
-        md.append("Baselines are red stars. Depth counts conv layers; width is the most filters in one layer.")
+        size_caption = (
+            "Baselines are red stars; runs outside a study (`harness run ARCH`, reruns) are grey diamonds. Depth "
+            "counts conv layers; width is the most filters in one layer."
+        )
+        md.append(size_caption)
+        figures.append(Figure("Size against score", folder / "size_vs_metric.png", size_caption))
         md += ["", "## Rank correlations (Spearman, bootstrap interval)", ""]
         rows = []
         for size in ("parameters", "depth", "width"):
@@ -299,6 +361,7 @@ def write_report(workspace: Workspace, study: str | None = None) -> Path:
             image = f"importances-{name}.png"
             _importance_plot(name, values, folder / image)
             md += [f"### {name}", "", note + ".", "", f"![importances of {name}]({image})", ""]
+            figures.append(Figure(f"Parameter importances: {name}", folder / image, note + "."))
             md += _table(pd.DataFrame({"parameter": list(values), "importance": list(values.values())}),
                          ["parameter", "importance"])  # fmt: skip
             md.append("")
@@ -307,16 +370,73 @@ def write_report(workspace: Workspace, study: str | None = None) -> Path:
     md.append("")
 
     md += ["## Search progress", ""]
-    if budget is not None and (~frame["is_baseline"]).any():
+    if budget is not None and (frame["origin"] == "search").any():
         best_baseline = evidence.best_baseline["val_auc"] if evidence and evidence.best_baseline else None
-        _progress_plot(frame, budget, best_baseline, folder / "best_so_far.png")
+        progress_plot(frame, budget, best_baseline, folder / "best_so_far.png")
         md += ["![best so far](best_so_far.png)", ""]
-        md.append("Best validation AUC of complete trials at the compared budget, against the epochs trained so far.")
+        progress_caption = (
+            "Best validation AUC of complete trials at the compared budget, against the epochs trained so far."
+        )
+        md.append(progress_caption)
+        figures.append(Figure("Search progress", folder / "best_so_far.png", progress_caption))
     else:
         md.append("No search trials in scope yet: run `harness search`.")
     md.append("")
     write_text(folder / "report.md", "\n".join(md) + "\n")
+    if html:
+        ranked, notes = leaderboard_frame(scoped, frame)
+        page = Page(
+            scope=f"{scope}. {store_text} Markdown version: `report.md` beside this page.",
+            synthetic=synthetic,
+            verdict=verdict,
+            verdict_sentence=sentence,
+            verdict_detail=detail,
+            rule=VERDICT_RULE,
+            leaderboard=ranked,
+            ranking=RANKING,
+            notes=notes,
+            compared_budget=_budget_text(budget) if budget else None,
+            figures=figures,
+            curves=top_curves(ranked, scoped),
+            written=written,
+        )
+        write_page(page, folder / "report.html")
     return folder / "report.md"
+
+
+RANKING = (
+    "The runs in scope ranked as `harness leaderboard` ranks them: those validated on the best run's validation "
+    "set, by validation accuracy, ties by validation AUC; unfinished runs after them, unranked. The budget "
+    "column's letters are spelled out under the table (the verdict compares one budget only)."
+)
+
+
+def leaderboard_frame(records: list[RunRecord], frame: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """`harness leaderboard`'s ranking of `records` (its default metric, its validation-set rule), with each run's
+    budget in words, and its notes on the runs it left out."""
+    board = comparable(rank(records, DEFAULT_BY), DEFAULT_BY)
+    budgets = dict(zip(frame["run_id"], frame["budget"], strict=True))
+    ranked = board.frame.assign(budget=[_budget_text(budgets[run]) for run in board.frame["run"]])
+    return ranked, board.notes()
+
+
+def top_curves(ranked: pd.DataFrame, records: list[RunRecord], top: int = TOP_CURVES) -> list[Figure]:
+    """The learning curves of the `top` best-ranked runs that have one (an ensemble trains nothing)."""
+    folders = {r.run_id: r.artifacts for r in records}
+    curves: list[Figure] = []
+    for _, row in ranked[ranked["rank"].notna()].iterrows():
+        folder = folders.get(row["run"])
+        path = Path(folder) / "learning_curve.png" if folder else None
+        if path is None or not path.is_file():
+            continue
+        caption = (
+            f"Rank {int(row['rank'])}: {row['architecture']} ({row['origin']}), val acc {row['val_accuracy']:.4f}, "
+            f"val AUC {row['val_auc']:.4f}. The dotted line marks the kept epoch (best val AUC)."
+        )
+        curves.append(Figure(f"#{int(row['rank'])} {row['run']}", path, caption))
+        if len(curves) == top:
+            break
+    return curves
 
 
 def _best_section(evidence: Evidence, compared: pd.DataFrame) -> list[str]:

@@ -23,9 +23,10 @@ from harness.augment import TTA_TRANSFORMS
 from harness.backend import environment, forget_traced_gradients
 from harness.config import RunSpec
 from harness.data import Dataset
+from harness.errors import HarnessError, one_line
 from harness.feed import ImageBatches
 from harness.metrics import binary_metrics
-from harness.progress import RichProgress
+from harness.progress import Overall, display_label, epoch_progress
 from harness.splits import Split, make_splits
 from harness.store import RunRecord, RunStore
 from harness.submission import build_submission, write_submission
@@ -36,11 +37,6 @@ def new_run_id(architecture: str) -> str:
     return f"{time.strftime('%Y%m%d-%H%M%S')}-{architecture}-{secrets.token_hex(3)}"
 
 
-def one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}".strip().rstrip(":")
-
-
 @dataclass
 class Runner:
     """Trains runs against one dataset and one store, writing artifacts under `results_dir/runs/<run_id>/`."""
@@ -48,8 +44,10 @@ class Runner:
     dataset: Dataset
     store: RunStore
     results_dir: Path
-    progress: bool = True
+    progress: bool = True  # live bars on a terminal; False, or off a terminal: one plain line per epoch
     console: Console | None = None
+    overall: Overall | None = None  # the whole job's ETA (all runs, all trials), shown beside each fit's
+    save_optimizer: bool = False  # keep the optimiser's state in model.keras (Adam: twice the weights' size)
 
     def __post_init__(self) -> None:
         self.results_dir = Path(self.results_dir)
@@ -152,10 +150,12 @@ class Runner:
             frame.to_csv(tmp, index=False, float_format="%.6f")
         plots.roc(labels, probs, f"{spec.architecture} ({folder.name})", folder / "roc.png")
         submission = build_submission(list(self.dataset.test.ids), test_probs, self.dataset.submission_ids)
-        write_submission(submission, folder / "submission.csv")
+        write_submission(submission, folder / "submission.csv", self.dataset.submission_ids)
 
         spread = pd.DataFrame(fold_metrics)
         values: dict[str, Any] = {key: float(spread[key].mean()) for key in spread}
+        if not np.isfinite(values["val_auc"]):  # a complete run always has a score it can be ranked by
+            raise ValueError("validation AUC is undefined: the validation set holds one label only")
         if len(splits) > 1:
             values["val_accuracy_std"] = float(spread["val_accuracy"].std(ddof=1))
             values["val_auc_std"] = float(spread["val_auc"].std(ddof=1))
@@ -182,17 +182,26 @@ class Runner:
         model = compile_model(with_input_pipeline(core, augment, spec.seed), spec.training)
         train_set = self.dataset.train
         batch = spec.training.batch_size
-        train = ImageBatches(train_set.images, split.train, train_set.labels, batch, shuffle=True, seed=spec.seed)
+        train = ImageBatches(
+            train_set.images,
+            split.train,
+            train_set.labels,
+            batch,
+            shuffle=True,
+            seed=spec.seed,
+            steps=spec.training.steps_per_epoch,
+        )
         val = ImageBatches(train_set.images, split.val, train_set.labels, batch)
-        extra = list(callbacks)
-        if self.progress:
-            extra.append(RichProgress(label, spec.training.epochs, self.console))
+        shown = display_label(label, spec.origin.study, spec.origin.trial)
+        assert self.console is not None
+        extra = [*callbacks, epoch_progress(shown, spec.training.epochs, self.console, self.progress, self.overall)]
         result = fit(model, train, val, spec.training, extra)
 
         probs = predict(model, train_set.images, split.val, spec)
         folder.mkdir(parents=True, exist_ok=True)
         with atomic_path(folder / "model.keras") as tmp:
-            model.save(tmp)
+            # The same layers as an uncompiled model: weights only, no optimiser slots (seed_model1: 145 MB, not 436).
+            (model if self.save_optimizer else keras.Model(model.inputs, model.outputs, name=model.name)).save(tmp)
         with atomic_path(folder / "history.csv") as tmp:
             result.history.to_csv(tmp, index=False)
         plots.learning_curve(
@@ -207,9 +216,18 @@ def predict(model: keras.Model, images: np.ndarray, indices: np.ndarray, spec: R
 
 
 def predict_probabilities(
-    model: keras.Model, images: np.ndarray, indices: np.ndarray, batch_size: int = 512, tta: int = 1
+    model: keras.Model,
+    images: np.ndarray,
+    indices: np.ndarray,
+    batch_size: int = 512,
+    tta: int = 1,
+    two_class_softmax: bool = False,
 ) -> np.ndarray:
     """The mean probability over the TTA views of `images[indices]`, in their order, one predict_on_batch a batch.
+
+    The model must output one probability per image, (N, 1) or (N,); with `two_class_softmax`, a (N, 2) softmax
+    is also taken, as its column 1 (class 1). Any other output is a HarnessError naming its shape: several values
+    per image are never flattened into the list of probabilities.
 
     A plain loop rather than `model.predict`: on TensorFlow's CPU build, predict's input pipeline stalled for
     seconds at random (half the throughput in 2 of 5 calls, measured on seed_model2). The last batch is padded
@@ -223,6 +241,29 @@ def predict_probabilities(
             n = len(x)
             if n < batch_size and len(batches) > 1:
                 x = np.concatenate([x, np.zeros((batch_size - n, *x.shape[1:]), dtype=x.dtype)])
-            probs = np.asarray(model.predict_on_batch(x), dtype=np.float64).reshape(-1)
+            probs = _one_probability_per_image(model.predict_on_batch(x), len(x), two_class_softmax)
             total[i * batch_size : i * batch_size + n] += probs[:n]
     return total / len(TTA_TRANSFORMS[tta])
+
+
+def _one_probability_per_image(output: Any, n: int, two_class_softmax: bool) -> np.ndarray:
+    """The (n,) probabilities in one batch's model output, or a HarnessError that names the output's shape."""
+    if isinstance(output, dict | list | tuple):
+        values = list(output.values()) if isinstance(output, dict) else list(output)
+        if len(values) != 1:
+            raise HarnessError(f"the model has {len(values)} outputs; one probability per image is needed")
+        output = values[0]
+    probs = np.asarray(output, dtype=np.float64)
+    shape = "(" + ", ".join(["N", *map(str, probs.shape[1:])]) + ")"
+    if probs.ndim < 1 or len(probs) != n:
+        raise HarnessError(f"the model output has shape {probs.shape} for a batch of {n} images")
+    if probs.ndim == 2 and probs.shape[1] == 2 and two_class_softmax:
+        if not np.allclose(probs.sum(axis=1), 1.0, atol=1e-2):  # two sigmoids, or logits: column 1 means nothing
+            raise HarnessError("the model output has shape (N, 2), but its rows do not sum to 1: not a softmax")
+        return probs[:, 1]
+    if probs.ndim == 2 and probs.shape[1] == 1:
+        return probs[:, 0]
+    if probs.ndim != 1:
+        allowed = "(N, 1), (N,) or a two-class softmax (N, 2)" if two_class_softmax else "(N, 1) or (N,)"
+        raise HarnessError(f"the model output has shape {shape}, not one probability per image: {allowed}")
+    return probs

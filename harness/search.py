@@ -12,6 +12,7 @@ from typing import Any
 from harness.budget import budget_key, budget_of, budget_text
 from harness.config import AugmentConfig, RunSpec, TrainingConfig
 from harness.errors import HarnessError
+from harness.progress import TrialClock
 from harness.registry import SEARCH_SPACES
 from harness.runner import Runner
 from harness.space import with_compute_cap
@@ -212,6 +213,7 @@ def run_search(workspace: Workspace, options: SearchOptions) -> SearchSummary:
         runner = Runner(dataset, store, workspace.results, progress=options.progress, console=workspace.console)
         space = with_compute_cap(entry.builder, settings.max_gmacs)
         trials = TrialRunner(runner, space, trials_widens(entry), settings, study, workspace.console)
+        runner.overall = trials.clock = TrialClock(options.trials, engine.counted)  # ETA over the study's trials
         workspace.console.print(
             f"[bold]study {study}[/bold]: {before} of {options.trials} trials done, running up to "
             f"{options.trials - before} ({settings.tuner}, space {settings.space}, {settings.epochs} epochs each)",

@@ -160,8 +160,21 @@ def kfold_splits(dataset: Dataset, config: DataConfig) -> list[Split]:
 
 
 def make_splits(dataset: Dataset, config: DataConfig) -> list[Split]:
-    """One split, or K folds when config.folds > 1."""
-    return kfold_splits(dataset, config) if config.folds > 1 else [make_split(dataset, config)]
+    """One split, or K folds when config.folds > 1; every side of every split holds both labels."""
+    splits = kfold_splits(dataset, config) if config.folds > 1 else [make_split(dataset, config)]
+    labels = np.asarray(dataset.train.labels)
+    for k, split in enumerate(splits, start=1):
+        for side, index in (("training", split.train), ("validation", split.val)):
+            # One class leaves AUC undefined and accuracy meaningless: such a run must never be trained or ranked.
+            counts = np.bincount(labels[index], minlength=2)
+            if counts.min() == 0:
+                where = f" of fold {k}" if len(splits) > 1 else ""
+                raise HarnessError(
+                    f"the {side} set{where} holds only label {int(counts.argmax())} ({len(index)} images, protocol"
+                    f" {config.protocol}, sample {config.sample or 'all'}): a run needs both labels on both sides;"
+                    f" check {dataset.root / 'train_labels.csv'} or use a larger --sample"
+                )
+    return splits
 
 
 def make_split(dataset: Dataset, config: DataConfig) -> Split:

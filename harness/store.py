@@ -2,20 +2,39 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
-import importlib.util
 import os
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, ProgrammingError, SQLAlchemyError
+from sqlalchemy.exc import (
+    DatabaseError,
+    DBAPIError,
+    IntegrityError,
+    OperationalError,
+    ProgrammingError,
+    SQLAlchemyError,
+)
 
+# engine_url, engine_connect_args and redact are imported from here by older callers.
+from harness.database import (  # noqa: F401
+    create_engine,
+    engine_connect_args,
+    engine_url,
+    first_line,
+    open_error,
+    parse,
+    redact,
+)
 from harness.errors import HarnessError
+
+_T = TypeVar("_T")
 
 STATUSES = ("running", "complete", "pruned", "failed", "interrupted")
 
@@ -101,6 +120,7 @@ class RunRecord:
 
 
 _COLUMNS = {f.name for f in fields(RunRecord)}
+_PATHS = ("artifacts", "submission")  # stored relative to the results folder
 
 
 def _now() -> dt.datetime:
@@ -111,39 +131,8 @@ def default_storage(results_dir: str | Path) -> str:
     return f"sqlite:///{Path(results_dir).resolve() / 'harness.db'}"
 
 
-def redact(url: str) -> str:
-    """The URL with any password replaced by ***, for messages and logs."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return "<unparseable storage URL>"
-
-
-def engine_url(url: str) -> str:
-    """A bare postgresql:// URL gets the installed driver (SQLAlchemy 2.0 defaults to psycopg2, 2.1 to psycopg 3)."""
-    parsed = make_url(url)
-    if parsed.drivername != "postgresql":
-        return url
-    for module in ("psycopg2", "psycopg"):
-        if importlib.util.find_spec(module) is not None:
-            return parsed.set(drivername=f"postgresql+{module}").render_as_string(hide_password=False)
-    return url
-
-
-def engine_connect_args(url: str) -> dict[str, Any]:
-    """Lock waits for SQLite (several local writers), a connect timeout for servers (an unreachable host)."""
-    backend = make_url(url).get_backend_name()
-    if backend == "sqlite":
-        return {"timeout": 60}
-    return {"connect_timeout": 10} if backend == "postgresql" else {}
-
-
-def open_error(url: str, exc: BaseException) -> str:
-    """Why a database could not be opened, in one line, never with the password."""
-    if isinstance(exc, ModuleNotFoundError):
-        return f"no database driver for {redact(url)} ({exc.name}): pip install 'harness[postgres]'"
-    text = str(getattr(exc, "orig", None) or exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+class StoreUnavailable(HarnessError):
+    """The run store cannot be reached or did not answer in time (a server down or frozen, a lock never released)."""
 
 
 def _pid_alive(pid: int) -> bool:
@@ -157,48 +146,172 @@ def _pid_alive(pid: int) -> bool:
 
 
 class RunStore:
-    """Create, update and query run records. Every write is one transaction, so a crash leaves whole rows."""
+    """Create, update and query run records. Every write is one transaction, so a crash leaves whole rows.
 
-    def __init__(self, url: str) -> None:
+    `root` is the results folder (by default a SQLite file's own folder): artifact paths are stored relative to it and
+    read back against the results folder of the command that reads them, so a moved folder, another working
+    directory or another machine still finds them.
+    """
+
+    def __init__(self, url: str, root: str | Path | None = None) -> None:
         self.url = url
-        try:
-            parsed = make_url(url)
-        except ArgumentError:
-            raise HarnessError(
-                f"--storage {redact(url)!s} is not a database URL (e.g. sqlite:///results/harness.db)"
-            ) from None
-        if parsed.get_backend_name() == "sqlite" and parsed.database:
+        parsed = parse(url)
+        self.backend = parsed.get_backend_name()
+        if root is None and self.backend == "sqlite" and parsed.database not in (None, "", ":memory:"):
+            root = Path(str(parsed.database)).parent  # harness keeps its SQLite file in the results folder
+        self.root = Path(root) if root is not None else None
+        # What messages name: the file for SQLite, the URL without its password for a server.
+        self.where = parsed.database if self.backend == "sqlite" and parsed.database else redact(url)
+        if self.backend == "sqlite" and parsed.database:
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         try:
-            # Several processes may write: SQLite waits for the lock instead of failing at once.
-            self.engine = sa.create_engine(engine_url(url), connect_args=engine_connect_args(url), pool_pre_ping=True)
-            if parsed.get_backend_name() == "sqlite":
+            self.engine = create_engine(url)
+            if self.backend == "sqlite":
                 sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+                self._check_sqlite_file()
             for attempt in range(5):
                 try:
                     metadata.create_all(self.engine)
                     break
-                except (IntegrityError, ProgrammingError, OperationalError):
+                except (IntegrityError, ProgrammingError, OperationalError) as exc:
                     # Processes starting together on a new database race to create the table (PostgreSQL raises
-                    # IntegrityError/ProgrammingError, SQLite "table already exists" or "locked"): look again.
-                    if attempt == 4:
+                    # IntegrityError/ProgrammingError, SQLite "table already exists" or "locked"): look again. A
+                    # server that does not answer is not retried: its connect timeout has been spent already.
+                    racing = not isinstance(exc, OperationalError) or (
+                        self.backend == "sqlite" and any(w in str(exc.orig) for w in ("already exists", "locked"))
+                    )
+                    if attempt == 4 or not racing:
                         raise
                     time.sleep(0.5)
+            self._check_table()
+        except DatabaseError as exc:
+            if self._is_damage(exc):
+                raise self._damaged(exc) from None
+            raise HarnessError(f"cannot open the run store at {redact(url)}: {open_error(url, exc)}") from None
         except (SQLAlchemyError, ModuleNotFoundError) as exc:
             raise HarnessError(f"cannot open the run store at {redact(url)}: {open_error(url, exc)}") from None
 
+    def _check_sqlite_file(self) -> None:
+        """Refuse a damaged file before anything is trained or written into it (PRAGMA quick_check: one pass)."""
+        with self.engine.connect() as connection:
+            found = [row[0] for row in connection.exec_driver_sql("PRAGMA quick_check(3)")]
+        if found != ["ok"]:
+            problems = "; ".join(" ".join(str(p).split()) for p in found)
+            raise HarnessError(
+                f"the run store {self.where} is damaged (PRAGMA quick_check: {problems[:300]}): move it aside or "
+                "restore a copy; nothing was written to it"
+            )
+
+    def _is_damage(self, exc: BaseException) -> bool:
+        """SQLite's own words for a file it cannot read as a database."""
+        words = ("malformed", "not a database", "disk image")
+        return self.backend == "sqlite" and any(word in str(getattr(exc, "orig", exc)) for word in words)
+
+    def _damaged(self, exc: BaseException) -> HarnessError:
+        return HarnessError(
+            f"the run store {self.where} is damaged or not a SQLite database ({first_line(exc)}): move it aside or "
+            "restore a copy"
+        )
+
+    def _check_table(self) -> None:
+        """A `harness_runs` table made by another program is named, never written to or read as ours."""
+        have = {column["name"] for column in sa.inspect(self.engine).get_columns(runs_table.name)}
+        missing = [column.name for column in runs_table.columns if column.name not in have]
+        if missing:
+            more = f" and {len(missing) - 4} more" if len(missing) > 4 else ""
+            raise HarnessError(
+                f"table {runs_table.name} in {self.where} was not made by harness (it has no column "
+                f"{', '.join(missing[:4])}{more}): point --storage at another database"
+            )
+
+    def _call(self, doing: str, operation: Callable[[], _T]) -> _T:
+        """Run one database operation; whatever fails becomes one line that names the store.
+
+        A statement whose server connection broke under it (a restart) is tried once more on a new connection: the
+        engine waits for the server to come back, visibly and no longer than the wait limit (harness.database).
+        """
+        for attempt in (1, 2):
+            try:
+                return operation()
+            except IntegrityError:
+                raise  # a clash with a row that exists, not a store failure: callers tell a taken run id by it
+            except DBAPIError as exc:
+                if attempt == 1 and self.backend == "postgresql" and exc.connection_invalidated:
+                    continue
+                raise self._failure(doing, exc) from None
+            except (ValueError, UnicodeDecodeError) as exc:
+                if doing != "read":
+                    raise
+                # A stored value that no longer decodes (JSON, text): damage quick_check cannot see.
+                raise HarnessError(f"cannot read the run store {self.where}: a damaged record ({exc})") from None
+        raise AssertionError("unreachable")
+
+    def _failure(self, doing: str, exc: DBAPIError) -> HarnessError:
+        reason = first_line(exc)[:300]  # a damaged row's text can be long
+        if self._is_damage(exc):
+            return self._damaged(exc)
+        if isinstance(exc, OperationalError):
+            return StoreUnavailable(f"cannot {doing} the run store at {self.where}: {reason}")
+        return HarnessError(f"cannot {doing} the run store at {self.where}: {reason}")
+
     def _write(self, statement: sa.Executable) -> None:
-        try:
+        def write() -> None:
             with self.engine.begin() as connection:
                 connection.execute(statement)
-        except OperationalError as exc:
-            raise HarnessError(f"cannot write to the run store at {redact(self.url)}: {exc.orig}") from None
+
+        self._call("write to", write)
+
+    def _stored(self, values: dict[str, Any]) -> dict[str, Any]:
+        """Artifact paths as they are stored: relative to the results folder when inside it."""
+        if self.root is None:
+            return values
+        root = self.root.resolve()
+        for key in _PATHS:
+            if values.get(key):
+                path = Path(values[key]).resolve()
+                values[key] = path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
+        return values
+
+    def _record(self, row: Any) -> RunRecord:
+        """A row as a record, its artifact paths found under this command's results folder."""
+        record = RunRecord(**row)
+        if self.root is None:
+            return record
+        return dataclasses.replace(
+            record,
+            artifacts=self._locate(record.artifacts, record.run_id),
+            submission=self._locate(record.submission, record.run_id),
+        )
+
+    def _locate(self, stored: str | None, run_id: str) -> str | None:
+        """Where an artifact is now: under the results folder first; older records hold absolute paths or paths
+        relative to the folder harness ran from, so the part from `runs/<run_id>` on is looked for there too."""
+        if not stored or self.root is None:
+            return stored
+        path = Path(stored)
+        candidates = [] if path.is_absolute() else [self.root / path]
+        if run_id in path.parts:
+            candidates.append(self.root / "runs" / Path(*path.parts[path.parts.index(run_id) :]))
+        candidates.append(path)
+        found = next((c for c in candidates if c.exists()), candidates[0])
+        return str(found)
 
     def start(self, run_id: str, **values: Any) -> None:
         now = _now()
         row = {"run_id": run_id, "status": "running", "host": socket.gethostname(), "pid": os.getpid()}
-        row |= {"created_at": now, "updated_at": now, **values}
-        self._write(runs_table.insert().values(**row))
+        row |= {"created_at": now, "updated_at": now, **self._stored(values)}
+
+        def insert() -> None:
+            try:
+                with self.engine.begin() as connection:
+                    connection.execute(runs_table.insert().values(**row))
+            except IntegrityError:
+                # Tried again after a lost connection, the first insert may have landed: that row is this one.
+                mine = self._row(run_id)
+                if mine is None or (mine["host"], mine["pid"], mine["created_at"]) != (row["host"], row["pid"], now):
+                    raise
+
+        self._call("write to", insert)
 
     def update(self, run_id: str, **values: Any) -> None:
         unknown = set(values) - _COLUMNS
@@ -206,19 +319,26 @@ class RunStore:
             raise ValueError(f"unknown run record fields: {sorted(unknown)}")
         if "status" in values and values["status"] not in STATUSES:
             raise ValueError(f"unknown status {values['status']!r}")
+        values = self._stored(values)
         self._write(runs_table.update().where(runs_table.c.run_id == run_id).values(updated_at=_now(), **values))
 
-    def has(self, run_id: str) -> bool:
+    def _row(self, run_id: str) -> Any:
         with self.engine.connect() as connection:
-            query = sa.select(runs_table.c.run_id).where(runs_table.c.run_id == run_id)
-            return connection.execute(query).first() is not None
+            return connection.execute(sa.select(runs_table).where(runs_table.c.run_id == run_id)).mappings().first()
+
+    def has(self, run_id: str) -> bool:
+        def has() -> bool:
+            with self.engine.connect() as connection:
+                query = sa.select(runs_table.c.run_id).where(runs_table.c.run_id == run_id)
+                return connection.execute(query).first() is not None
+
+        return self._call("read", has)
 
     def get(self, run_id: str) -> RunRecord:
-        with self.engine.connect() as connection:
-            row = connection.execute(sa.select(runs_table).where(runs_table.c.run_id == run_id)).mappings().first()
+        row = self._call("read", lambda: self._row(run_id))
         if row is None:
             raise HarnessError(f"no run {run_id!r} in {redact(self.url)}")
-        return RunRecord(**row)
+        return self._record(row)
 
     def runs(self, study: str | None = None, status: str | None = None) -> list[RunRecord]:
         self.reap_dead()
@@ -227,8 +347,12 @@ class RunStore:
             query = query.where(runs_table.c.study == study)
         if status is not None:
             query = query.where(runs_table.c.status == status)
-        with self.engine.connect() as connection:
-            return [RunRecord(**row) for row in connection.execute(query).mappings()]
+
+        def read() -> list[RunRecord]:
+            with self.engine.connect() as connection:
+                return [self._record(row) for row in connection.execute(query).mappings()]
+
+        return self._call("read", read)
 
     def fail_if_running(self, run_ids: list[str], error: str) -> int:
         """Mark these runs failed, but only those still 'running' (another process may have finished one)."""
@@ -239,11 +363,12 @@ class RunStore:
             .where(runs_table.c.run_id.in_(run_ids), runs_table.c.status == "running")
             .values(status="failed", error=error, updated_at=_now())
         )
-        try:
+
+        def write() -> int:
             with self.engine.begin() as connection:
                 return int(connection.execute(statement).rowcount or 0)
-        except OperationalError as exc:
-            raise HarnessError(f"cannot write to the run store at {redact(self.url)}: {exc.orig}") from None
+
+        return self._call("write to", write)
 
     def reap_dead(self) -> int:
         """Mark 'running' records of processes that no longer exist on this host as failed; returns how many."""
@@ -251,8 +376,12 @@ class RunStore:
         query = sa.select(runs_table.c.run_id, runs_table.c.pid).where(
             runs_table.c.status == "running", runs_table.c.host == host
         )
-        with self.engine.connect() as connection:
-            dead = [r.run_id for r in connection.execute(query) if r.pid is not None and not _pid_alive(r.pid)]
+
+        def read() -> list[str]:
+            with self.engine.connect() as connection:
+                return [r.run_id for r in connection.execute(query) if r.pid is not None and not _pid_alive(r.pid)]
+
+        dead = self._call("read", read)
         for run_id in dead:
             self.update(run_id, status="failed", error="the process running it ended without finishing (killed?)")
         return len(dead)

@@ -18,6 +18,7 @@ from harness.backend import is_non_finite_output_error
 from harness.config import AugmentConfig, OptimizerConfig, TrainingConfig
 from harness.data import IMAGE_SHAPE
 from harness.feed import ImageBatches
+from harness.metrics import binary_metrics
 from harness.registry import build_model
 
 MONITOR = "val_auc"
@@ -155,6 +156,9 @@ class RecalibrateBatchNorm(keras.callbacks.Callback):
         self.calls = 0
 
     def on_test_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self.recalibrate()
+
+    def recalibrate(self) -> None:
         layers = [layer for layer in self.model._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
         if not layers or self.max_batches < 1:
             return
@@ -168,6 +172,49 @@ class RecalibrateBatchNorm(keras.callbacks.Callback):
             for layer, momentum in zip(layers, momenta, strict=True):
                 layer.momentum = momentum
         self.calls += 1
+
+
+class ExactValidation(keras.callbacks.Callback):
+    """The harness's own validation after every epoch: exact ROC AUC, accuracy and log loss, as the run records them.
+
+    Keras's AUC metric counts probabilities into 200 bins, so the epoch's val_auc it showed differed from the exact
+    AUC the record got (0.5232 against 0.5223). This callback replaces Keras's validation pass, so it costs no extra
+    pass: it predicts the validation images as the runner's final prediction does (same batches, same padding),
+    scores them with `binary_metrics` and writes val_loss, val_accuracy and val_auc into the epoch's logs. Being the
+    first callback, every later one (the kept epoch, the history, the progress display, the tuners' pruning) sees
+    the numbers the record gets.
+    """
+
+    def __init__(self, val: ImageBatches, batch_size: int, recalibrate: RecalibrateBatchNorm | None = None) -> None:
+        super().__init__()
+        if val.labels is None:
+            raise ValueError("validation batches need labels")
+        self.val = val
+        self.batch_size = batch_size
+        self.recalibrate = recalibrate
+        self.seconds: list[float] = []
+
+    def set_model(self, model: keras.Model) -> None:
+        super().set_model(model)
+        if self.recalibrate is not None:
+            self.recalibrate.set_model(model)
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        from harness.runner import predict_probabilities  # the runner's own prediction loop (it imports this module)
+
+        started = time.perf_counter()
+        if self.recalibrate is not None:
+            self.recalibrate.recalibrate()
+        assert self.val.labels is not None
+        probs = predict_probabilities(self.model, self.val.images, self.val.indices, self.batch_size)
+        labels = self.val.labels[self.val.indices]
+        if np.isfinite(probs).all():
+            scores = binary_metrics(labels, probs)
+        else:  # a diverged model: no score, so it is never the kept epoch
+            scores = {"val_accuracy": math.nan, "val_auc": math.nan, "val_loss": math.nan}
+        if logs is not None:
+            logs.update(scores)
+        self.seconds.append(time.perf_counter() - started)
 
 
 class StopOnNonFiniteLoss(keras.callbacks.Callback):
@@ -199,23 +246,21 @@ class TimeLimit(keras.callbacks.Callback):
 class EpochTimer(keras.callbacks.Callback):
     """Seconds of each epoch, and of its training phase alone (validation excluded) for an honest images/s."""
 
-    def __init__(self) -> None:
+    def __init__(self, validation: ExactValidation) -> None:
         super().__init__()
+        self.validation = validation
         self.seconds: list[float] = []
         self.train_seconds: list[float] = []
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self._start = time.perf_counter()
-        self._train_end: float | None = None
-
-    def on_test_begin(self, logs: dict[str, Any] | None = None) -> None:
-        if self._train_end is None:
-            self._train_end = time.perf_counter()
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        now = time.perf_counter()
-        self.seconds.append(now - self._start)
-        self.train_seconds.append((self._train_end or now) - self._start)
+        # Runs after ExactValidation, so the epoch's seconds include validation and its own seconds are known.
+        seconds = time.perf_counter() - self._start
+        self.seconds.append(seconds)
+        spent = self.validation.seconds[-1] if len(self.validation.seconds) > len(self.train_seconds) else 0.0
+        self.train_seconds.append(max(0.0, seconds - spent))
 
 
 @dataclass(frozen=True)
@@ -237,20 +282,22 @@ def fit(
     training: TrainingConfig,
     callbacks: Sequence[keras.callbacks.Callback] = (),
 ) -> FitResult:
-    """Fit a compiled model; the weights left in `model` are those of the best epoch by validation AUC."""
+    """Fit a compiled model; the weights left in `model` are those of the best epoch by validation AUC.
+
+    `val` is scored by ExactValidation after every epoch, not by Keras, so each epoch's val_auc is the exact one.
+    """
     best = KeepBestWeights()
-    timer = EpochTimer()
-    guards: list[keras.callbacks.Callback] = [StopOnNonFiniteLoss(), best, timer]
-    if training.precise_bn:
-        guards.insert(0, RecalibrateBatchNorm(train, training.precise_bn))
+    recalibrate = RecalibrateBatchNorm(train, training.precise_bn) if training.precise_bn else None
+    validation = ExactValidation(val, training.predict_batch_size, recalibrate)
+    timer = EpochTimer(validation)
+    # Validation first: it writes the epoch's val_* scores that every later callback reads.
+    guards: list[keras.callbacks.Callback] = [validation, StopOnNonFiniteLoss(), best, timer]
     limit = TimeLimit(training.time_limit) if training.time_limit else None
     if limit is not None:
         guards.append(limit)
     started = time.perf_counter()
     try:
-        history = model.fit(
-            train, validation_data=val, epochs=training.epochs, verbose=0, callbacks=[*guards, *callbacks]
-        )
+        history = model.fit(train, epochs=training.epochs, verbose=0, callbacks=[*guards, *callbacks])
     except RuntimeError as exc:
         if not is_non_finite_output_error(exc):
             raise

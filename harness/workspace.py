@@ -62,7 +62,8 @@ class Workspace:
     def store(self) -> RunStore:
         if self._store is None:
             check_writable(self.results)
-            self._store = RunStore(self.storage_url)
+            # Artifact paths are stored relative to this results folder, wherever it is moved or run from.
+            self._store = RunStore(self.storage_url, root=self.results)
         return self._store
 
     def data_dir(self) -> Path:

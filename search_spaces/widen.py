@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-from architectures.cnn import ACTIVATIONS, PADDINGS, feature_map_size
+from architectures.cnn import ACTIVATIONS, PADDINGS, cnn_cost, feature_map_size
 from harness.data import IMAGE_SHAPE
 from harness.registry import SEARCH_SPACES
 from harness.space import InvalidConfiguration, Sample, Suggest, suggest_optimizer
@@ -46,62 +44,6 @@ def max_convs_per_block(blocks: int, padding: str = "valid", input_size: int = I
     return max((c for c in range(low, high + 1) if feature_map_size(input_size, [c] * blocks, padding)), default=0)
 
 
-def conv_layers(
-    widths: Sequence[int], convs: Sequence[int], input_shape: tuple[int, int, int], padding: str
-) -> tuple[list[tuple[int, int, int, bool]], int]:
-    """`architectures.cnn`'s conv layers as (output side, in channels, out channels, last of its block), and the
-    flattened size that feeds the head."""
-    size, channels, layers = input_shape[0], input_shape[2], []
-    for block, (width, count) in enumerate(zip(widths, convs, strict=True)):
-        for i in range(count):
-            if (block or i) and padding == "valid":  # the very first conv always pads 'same'
-                size -= 2
-            layers.append((size, channels, width, i == count - 1))
-            channels = width
-        size //= 2
-    return layers, size * size * channels
-
-
-def cnn_parameters(
-    widths: Sequence[int],
-    convs: Sequence[int],
-    activation: str,
-    batch_norm: bool,
-    dense: Sequence[int],
-    input_shape: tuple[int, int, int] = IMAGE_SHAPE,
-    padding: str = "valid",
-    **_: object,
-) -> int:
-    """`architectures.cnn`'s parameter count without building it (PReLU holds one slope per unit)."""
-    layers, inputs = conv_layers(widths, convs, input_shape, padding)
-    total = 0
-    for size, cin, cout, last in layers:
-        total += 9 * cin * cout + cout + (size * size * cout if activation == "prelu" else 0)
-        if last and batch_norm:
-            total += 4 * cout  # gamma, beta and the two moving statistics
-    for units in dense:
-        total += inputs * units + units + (units if activation == "prelu" else 0)
-        inputs = units
-    return total + inputs + 1
-
-
-def cnn_gmacs(
-    widths: Sequence[int],
-    convs: Sequence[int],
-    dense: Sequence[int],
-    input_shape: tuple[int, int, int] = IMAGE_SHAPE,
-    padding: str = "valid",
-    **_: object,
-) -> float:
-    """Multiply-accumulates of one forward pass of `architectures.cnn`, in billions: what a trial costs to train."""
-    layers, inputs = conv_layers(widths, convs, input_shape, padding)
-    total = sum(size * size * 9 * cin * cout for size, cin, cout, _ in layers)
-    for units in (*dense, 1):
-        total += inputs * units
-        inputs = units
-    return total / 1e9
-
-
 @SEARCH_SPACES.register("widen", widens="cnn", points=tuple(SEED_POINTS))
 def widen(s: Suggest) -> Sample:
     """Blocks, convs, widths, activation, batch norm, head, dropout and optimiser around seed models 2 and 3."""
@@ -135,7 +77,8 @@ def widen(s: Suggest) -> Sample:
         "final_dropout": bool(final_dropout),
         "padding": padding,
     }
-    parameters = cnn_parameters(**kwargs)
+    cost = cnn_cost(**kwargs)
+    parameters = cost.parameters
     if parameters > MAX_PARAMETERS:
         raise InvalidConfiguration(
             f"{parameters:,} parameters exceed the widen space's cap of {MAX_PARAMETERS:,} "
@@ -147,6 +90,6 @@ def widen(s: Suggest) -> Sample:
         "depth": blocks * effective,
         "max_width": max(widths),
         "parameters": parameters,
-        "gmacs": round(cnn_gmacs(**kwargs), 4),
+        "gmacs": round(cost.gmacs, 4),
     }
     return Sample("cnn", kwargs, optimizer, derived=derived)

@@ -15,6 +15,7 @@ def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
     return code, out, err
 
 
+@pytest.mark.slow  # trains seed_model1 (36M parameters) end to end
 def test_baselines_then_leaderboard_then_a_valid_submission(make_kaggle, tmp_path, capsys):
     data = make_kaggle(n_train=40, n_test=8)
     results = tmp_path / "results"
@@ -27,6 +28,7 @@ def test_baselines_then_leaderboard_then_a_valid_submission(make_kaggle, tmp_pat
     assert all(r.status == "complete" and r.epochs_run == 1 for r in records), [r.error for r in records]
     assert sorted(r.parameters for r in records) == [1_846_817, 3_510_913, 36_350_881]
     assert all(r.spec["data"]["protocol"] == "seed" for r in records)
+    assert {r.origin for r in records} == {"baseline"}
 
     code, out, err = run_cli(capsys, "leaderboard", "--by", "val_auc", "--format", "csv", *where)
     assert code == 0, err
@@ -48,6 +50,8 @@ def test_leaderboard_table_shows_each_run_and_markdown_is_a_table(make_kaggle, t
     data = make_kaggle(n_train=40, n_test=8)
     where = ["--data", str(data), "--results", str(tmp_path / "r")]
     assert run_cli(capsys, "run", "cnn", "--epochs", "1", "--no-progress", *where)[0] == 0
+    # A run of a registered architecture that is not one of the notebook's is no baseline (a report would count it).
+    assert [r.origin for r in RunStore(default_storage(tmp_path / "r")).runs()] == ["run"]
     code, out, _ = run_cli(capsys, "leaderboard", "--format", "markdown", "--no-submission", *where)
     assert code == 0 and out.splitlines()[0].startswith("| rank | run | architecture |")
     assert "| 1 |" in out and "cnn" in out

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import re
 
 import numpy as np
 import optuna
@@ -10,6 +12,7 @@ import pandas as pd
 import pytest
 from rich.console import Console
 
+from harness import plots
 from harness.config import DataConfig, OptimizerConfig, Origin, RunSpec, TrainingConfig
 from harness.errors import HarnessError
 from harness.hypothesis import (
@@ -21,7 +24,7 @@ from harness.hypothesis import (
     judge,
     spearman,
 )
-from harness.report import choose_budget, runs_frame, write_report
+from harness.report import choose_budget, progress_plot, runs_frame, size_plot, write_report
 from harness.workspace import Workspace
 
 
@@ -168,3 +171,136 @@ def test_the_report_without_a_study_and_its_errors(workspace, tmp_path):
     empty = Workspace(data=None, results=tmp_path / "empty", console=Console(quiet=True))
     with pytest.raises(HarnessError, match="no runs in the store yet"):
         write_report(empty)
+
+
+def add_ensemble(store, run_id, members, *, val_auc, dataset="/data"):
+    """An ensemble as harness.ensemble.blend records it: a spec with the members' data, no training of its own."""
+    data = DataConfig(protocol="seed", sample=400, seed=101)
+    spec = {"architecture": "ensemble", "members": members, "by": "val_auc", "data": dataclasses.asdict(data)}
+    store.start(run_id, architecture="ensemble", origin="ensemble", spec=spec, dataset=dataset)
+    store.update(run_id, status="complete", val_auc=val_auc, val_accuracy=val_auc - 0.05, parameters=5_357_730,
+                 epochs_run=3)  # fmt: skip
+
+
+def section(text: str, heading: str) -> list[list[str]]:
+    """The rows (cells) of the first Markdown table under `heading`."""
+    lines = text.split(heading, 1)[1].splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    table = []
+    for line in lines[start:]:
+        if not line.startswith("|"):
+            break
+        table.append([cell.strip() for cell in line.strip("|").split("|")])
+    return table
+
+
+def test_the_report_prints_counts_as_integers_and_names_the_ensemble_budget(workspace):
+    add_ensemble(workspace.store(), "ens", ["t9", "t8"], val_auc=0.97)
+    text = write_report(workspace).read_text()  # every run: an ensemble belongs to no study
+    assert "None" not in text
+    header, _rule, *rows = section(text, "## Best runs at this budget")
+    assert len(rows) == 7  # two baselines, five trials
+    for row in rows:
+        cells = dict(zip(header, row, strict=True))
+        for column in ("parameters", "depth", "width"):
+            assert re.fullmatch(r"\d{1,3}(,\d{3})*", cells[column]), (column, cells[column])
+    assert rows[1][:5] == ["seed_model2", "seed_model2", "1,846,817", "8", "256"]
+    header, _rule, *rows = section(text, "## Budgets")
+    ensemble = [row for row in rows if row[0].startswith("ensemble")]
+    assert ensemble == [["ensemble (a blend of other runs, no epochs of its own; protocol seed, sample 400, "
+                         "split seed 101)", "1", "1", "0"]]  # fmt: skip
+    assert "Ensembles blend other runs' predictions" in text
+
+
+def test_an_ensemble_never_sets_the_compared_budget(tmp_path):
+    ws = Workspace(data=None, results=tmp_path / "results", console=Console(quiet=True))
+    store = ws.store()
+    add_run(store, "base2", architecture="seed_model2", origin="baseline", parameters=1_846_817, val_auc=0.80)
+    add_ensemble(store, "ens", ["base2"], val_auc=0.81)
+    frame = runs_frame(store.runs())
+    assert choose_budget(frame) == frame.set_index("run_id").loc["base2", "budget"]
+
+
+def test_best_so_far_is_one_line_per_study_even_when_trials_skip_the_budget(tmp_path):
+    ws = Workspace(data=None, results=tmp_path / "results", console=Console(quiet=True))
+    store = ws.store()
+    add_run(store, "base", architecture="seed_model2", origin="baseline", parameters=1_846_817, val_auc=0.80)
+    # KerasTuner's Hyperband trains most trials for fewer epochs: only every third is at the compared budget.
+    for i in range(9):
+        add_run(store, f"kt{i}", architecture="cnn", study="kt", trial=i, epochs=3 if i % 3 == 1 else 1,
+                parameters=10_000 + i, val_auc=0.7 + 0.01 * i)  # fmt: skip
+    add_run(store, "lone0", architecture="cnn", study="lone", trial=0, parameters=9_000, val_auc=0.75)
+    frame = runs_frame(store.runs())
+    budget = frame.set_index("run_id").loc["base", "budget"]
+    fig = progress_plot(frame, budget, 0.8, tmp_path / "best.png")
+    assert (tmp_path / "best.png").stat().st_size > 1000
+    lines = {line.get_label(): line for line in fig.axes[0].get_lines()}
+    kt, lone = lines["kt: best so far"], lines["lone: best so far"]
+    best = np.asarray(kt.get_ydata(), dtype=float)
+    first = int(np.argmax(np.isfinite(best)))
+    assert first == 1 and np.isfinite(best[first:]).all()  # unbroken from the first trial that counts
+    assert list(best[first:]) == pytest.approx([0.71] * 3 + [0.74] * 3 + [0.77] * 2)
+    assert kt.get_drawstyle() == "steps-post" and kt.get_linestyle() == "-"
+    assert list(kt.get_markevery()) == [i % 3 == 1 for i in range(9)]  # markers on the trials that count
+    assert len(lone.get_xdata()) == 1 and lone.get_marker() == "o"  # a single trial: a visible marker
+    ticks = [t for t in fig.axes[0].get_xticks() if fig.axes[0].get_xlim()[0] <= t <= fig.axes[0].get_xlim()[1]]
+    assert ticks and all(float(t).is_integer() for t in ticks)
+
+
+@pytest.mark.parametrize("epochs", [1, 2, 7, 30])
+def test_learning_curve_ticks_are_whole_epochs(tmp_path, epochs):
+    steps = np.arange(1, epochs + 1)
+    history = pd.DataFrame({"epoch": steps, "accuracy": 0.6 + 0.01 * steps, "val_accuracy": 0.55 + 0.01 * steps,
+                            "auc": 0.7 + 0.005 * steps, "val_auc": 0.65 + 0.005 * steps,
+                            "loss": 1 / steps, "val_loss": 1.1 / steps})  # fmt: skip
+    fig = plots.learning_curve(history, "cnn (run)", tmp_path / "curve.png", best_epoch=epochs)
+    assert (tmp_path / "curve.png").stat().st_size > 1000
+    for ax in fig.axes:
+        low, high = ax.get_xlim()
+        ticks = [t for t in ax.get_xticks() if low <= t <= high]
+        assert all(float(t).is_integer() for t in ticks), ticks
+        assert (1 in ticks and epochs in ticks) or epochs > 10  # the first and last epoch are labelled when few
+        assert low < 1 and high > epochs  # every point lies inside the axes, not on their edge
+
+
+def test_the_roc_title_names_the_validation_set_and_its_size(tmp_path):
+    labels = np.r_[np.zeros(170, int), np.ones(130, int)]
+    probabilities = np.linspace(0, 1, 300)
+    fig = plots.roc(labels, probabilities, "seed_model1 (run-1)", tmp_path / "roc.png")
+    title = fig.axes[0].get_title()
+    assert title.startswith("seed_model1 (run-1)") and "ROC on the validation set: 300 images, 130 tumour" in title
+    assert (tmp_path / "roc.png").stat().st_size > 1000
+
+
+def test_runs_outside_a_study_are_drawn_on_the_size_plot(workspace, tmp_path):
+    store = workspace.store()
+    add_run(
+        store,
+        "loose",
+        architecture="cnn",
+        origin="run",
+        arch_kwargs={"widths": [8, 16], "convs": [1, 1]},
+        parameters=50_000,
+        val_auc=0.83,
+    )  # fmt: skip -- `harness run cnn`: neither a baseline nor a trial
+    frame = runs_frame(store.runs())
+    budget = frame.set_index("run_id").loc["loose", "budget"]
+    compared = frame[(frame["budget"] == budget) & (frame["status"] == "complete")]
+    fig = size_plot(compared, tmp_path / "size.png", "sizes")
+    for ax in fig.axes:
+        points = {c.get_label(): c.get_offsets() for c in ax.collections}
+        assert set(points) == {"trials: s", "other runs", "baselines"}
+        assert len(points["other runs"]) == 1 and len(points["trials: s"]) == 10 and len(points["baselines"]) == 2
+    assert [tuple(p) for p in fig.axes[0].collections[1].get_offsets()] == [(50_000, 0.83)]
+
+
+def test_a_run_of_another_architecture_is_never_a_baseline_and_the_verdict_says_it_is_observational(tmp_path):
+    ws = Workspace(data=None, results=tmp_path / "results", console=Console(quiet=True))
+    store = ws.store()
+    add_run(store, "base2", architecture="seed_model2", origin="baseline", parameters=1_846_817, val_auc=0.80)
+    # An older harness recorded `harness run cnn` with origin "baseline": it must not count as one.
+    add_run(store, "cnn-run", architecture="cnn", origin="baseline", parameters=5_000_000, val_auc=0.90)
+    frame = runs_frame(store.runs()).set_index("run_id")
+    assert bool(frame.loc["base2", "is_baseline"]) and not bool(frame.loc["cnn-run", "is_baseline"])
+    text = write_report(ws).read_text()
+    assert "observational" in text and "harness scale" in text

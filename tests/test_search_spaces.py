@@ -9,11 +9,12 @@ import keras_tuner
 import optuna
 import pytest
 
+from architectures.cnn import cnn_parameters
 from harness.config import RunSpec, TrainingConfig
 from harness.errors import HarnessError
 from harness.registry import ARCHITECTURES, SEARCH_SPACES, build_model
 from harness.space import FixedSuggest, InvalidConfiguration, KerasTunerSuggest, Sample, declare
-from search_spaces.widen import MAX_PARAMETERS, SEED_POINTS, cnn_parameters, max_convs_per_block
+from search_spaces.widen import MAX_PARAMETERS, SEED_POINTS, max_convs_per_block
 
 N = 200
 REAL_SPACES = [e.name for e in SEARCH_SPACES if not e.meta.get("test")]

@@ -58,7 +58,8 @@ class HarnessTuner(keras_tuner.Tuner):
         return self.engine.run_one(trial)
 
     def pre_create_trial(self) -> None:
-        if self.engine.deadline is not None and time.monotonic() >= self.engine.deadline:
+        # Like Optuna's timeout, checked after a trial: a session always runs one (else a loaded machine runs none).
+        if self.engine.deadline is not None and self.engine.started and time.monotonic() >= self.engine.deadline:
             raise _TimeUp
 
     def on_trial_end(self, trial: keras_tuner.engine.trial.Trial) -> None:
@@ -88,6 +89,7 @@ class KerasTunerEngine:
         self.tuner: HarnessTuner | None = None
         self.trials: TrialRunner | None = None
         self.deadline: float | None = None
+        self.started = 0  # trials this session has started
         self._last: tuple[RunRecord, str, str, float] | None = None
 
     def stored_settings(self) -> dict[str, Any] | None:
@@ -153,6 +155,7 @@ class KerasTunerEngine:
         """One KerasTuner trial -> one recorded run; failures and invalid combinations end it as FAILED."""
         assert self.trials is not None
         started = time.perf_counter()
+        self.started += 1
         self._last = None
         hp = trial.hyperparameters
         number = int(trial.trial_id)

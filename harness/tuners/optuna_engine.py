@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import optuna
@@ -15,10 +14,21 @@ from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.exc import IntegrityError, ProgrammingError, SQLAlchemyError
 
+from harness.database import (
+    engine_connect_args,
+    engine_url,
+    env_seconds,
+    first_line,
+    open_error,
+    parse,
+    prepare_postgres,
+    redact,
+    wait_for_reconnects,
+)
 from harness.errors import HarnessError
 from harness.runner import new_run_id
 from harness.space import InvalidConfiguration
-from harness.store import RunRecord, RunStore, engine_connect_args, engine_url, open_error, redact
+from harness.store import RunRecord, RunStore, StoreUnavailable
 from harness.tuners.optuna_pruning import OptunaPruning
 from harness.tuners.study_lock import StudyLock
 from harness.tuners.trials import TrialRunner
@@ -37,14 +47,34 @@ class _StudyFull(Exception):
     """Raised in place of a new trial: the study has its `--trials`, so this worker stops."""
 
 
-def _seconds(name: str, default: int) -> int:
-    try:
-        value = int(os.environ.get(name, default))
-    except ValueError:
-        raise HarnessError(f"{name} must be a whole number of seconds, got {os.environ[name]!r}") from None
-    if value < 1:
-        raise HarnessError(f"{name} must be at least 1, got {value}")
-    return value
+class _DatabaseFailed(BaseException):
+    """Raised out of a trial whose database stopped answering: a BaseException, so that Optuna does not try to record
+    the trial in the database it just lost. The trial stays RUNNING and its heartbeat stops: the study's own recovery
+    (a stale heartbeat, then one retry) takes it over when the study resumes."""
+
+
+class _Storage(RDBStorage):
+    """Optuna's RDBStorage, but a heartbeat that cannot reach the database is skipped instead of killing its thread
+    with a traceback: the main thread meets the same silence, waits for it visibly and stops after the limit."""
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        with contextlib.suppress(optuna.exceptions.StorageInternalError, SQLAlchemyError):
+            super().record_heartbeat(trial_id)
+
+
+def _database_cause(exc: BaseException) -> BaseException | None:
+    """The database failure behind an exception, following its chain (Optuna wraps and re-raises while it fails)."""
+    found: BaseException | None = None
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, StoreUnavailable):
+            return current
+        if found is None and isinstance(current, SQLAlchemyError):
+            found = current
+        current = current.__cause__ or current.__context__
+    return found
 
 
 def _retry_stale_trials_once() -> dict[str, Any]:
@@ -80,15 +110,18 @@ class OptunaEngine:
         self.study_name = study
         self.pruner = pruner
         optuna.logging.set_verbosity(optuna.logging.ERROR)  # the engine prints one line per trial itself
-        self.heartbeat = _seconds(ENV_HEARTBEAT, HEARTBEAT_SECONDS)
-        self.grace = _seconds(ENV_GRACE, GRACE_SECONDS)
+        self.heartbeat = env_seconds(ENV_HEARTBEAT, HEARTBEAT_SECONDS)
+        self.grace = env_seconds(ENV_GRACE, GRACE_SECONDS)
+        postgres = parse(storage_url).get_backend_name() == "postgresql"
         for attempt in range(3):
             try:
+                if postgres:
+                    prepare_postgres()  # bounded waits on the server, as for the run store
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                    self.storage = RDBStorage(
+                    self.storage = _Storage(
                         engine_url(storage_url),
-                        engine_kwargs={"connect_args": engine_connect_args(storage_url)},
+                        engine_kwargs={"connect_args": engine_connect_args(storage_url), "pool_pre_ping": True},
                         heartbeat_interval=self.heartbeat,
                         grace_period=self.grace,
                         **_retry_stale_trials_once(),
@@ -101,12 +134,35 @@ class OptunaEngine:
                     continue
                 reason = open_error(storage_url, exc)
                 raise HarnessError(f"cannot open Optuna storage at {redact(storage_url)}: {reason}") from None
+        if postgres:
+            wait_for_reconnects(self.storage.engine, connected=True)  # it connected to make its tables
         self.study: optuna.Study | None = None
+
+    @contextlib.contextmanager
+    def _database(self) -> Iterator[None]:
+        """A database that fails under Optuna or the run store ends the session with one line, never a traceback."""
+        try:
+            yield
+        except _DatabaseFailed as exc:
+            raise HarnessError(str(exc)) from None
+        except Exception as exc:
+            cause = _database_cause(exc)
+            if cause is None:
+                raise
+            raise HarnessError(self._lost(cause)) from None
+
+    def _lost(self, cause: BaseException) -> str:
+        reason = str(cause) if isinstance(cause, StoreUnavailable) else first_line(cause)
+        return (
+            f"study {self.study_name}: the database stopped answering ({reason}); rerun to continue: a trial left "
+            f"running is recovered once its heartbeat is {self.grace} s old"
+        )
 
     def stored_settings(self) -> dict[str, Any] | None:
         """The settings the study was started with; None for a new study."""
         try:
-            study = optuna.load_study(study_name=self.study_name, storage=self.storage)
+            with self._database():
+                study = optuna.load_study(study_name=self.study_name, storage=self.storage)
         except KeyError:
             return None
         stored = study.user_attrs.get(SETTINGS_ATTR)
@@ -116,22 +172,28 @@ class OptunaEngine:
 
     def open(self, settings: dict[str, Any], space: object = None, total: int = 0) -> int:
         """Create or load the study; fail the trials of dead processes; return how many trials count already."""
-        self.study = optuna.create_study(
-            study_name=self.study_name, storage=self.storage, direction="maximize", load_if_exists=True
-        )
-        if SETTINGS_ATTR not in self.study.user_attrs:
-            self.study.set_user_attr(SETTINGS_ATTR, settings)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            optuna.storages.fail_stale_trials(self.study)
+        with self._database():
+            self.study = optuna.create_study(
+                study_name=self.study_name, storage=self.storage, direction="maximize", load_if_exists=True
+            )
+            if SETTINGS_ATTR not in self.study.user_attrs:
+                self.study.set_user_attr(SETTINGS_ATTR, settings)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                optuna.storages.fail_stale_trials(self.study)
         return self.counted()
 
     def counted(self) -> int:
         assert self.study is not None
-        return sum(counts_toward_total(t) for t in self.study.get_trials(deepcopy=False))
+        with self._database():
+            return sum(counts_toward_total(t) for t in self.study.get_trials(deepcopy=False))
 
     def run(self, trials: TrialRunner, total: int, timeout_s: float | None) -> None:
         """Run trials until `total` count (or the timeout passes); every trial goes through the runner."""
+        with self._database():
+            self._run(trials, total, timeout_s)
+
+    def _run(self, trials: TrialRunner, total: int, timeout_s: float | None) -> None:
         assert self.study is not None
         epochs = trials.settings.epochs * trials.settings.folds  # pruning steps run on across K-fold models
         pruner = self.pruner or optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs, reduction_factor=3)
@@ -199,6 +261,12 @@ class OptunaEngine:
 
     def _objective(self, trials: TrialRunner, epochs: int, state: dict[str, Any]) -> Callable[[optuna.Trial], float]:
         def objective(trial: optuna.Trial) -> float:
+            try:
+                return trial_outcome(trial)
+            except (StoreUnavailable, optuna.exceptions.StorageInternalError, SQLAlchemyError) as exc:
+                raise _DatabaseFailed(self._lost(_database_cause(exc) or exc)) from None
+
+        def trial_outcome(trial: optuna.Trial) -> float:
             state.clear()
             state["started"] = time.perf_counter()
             try:

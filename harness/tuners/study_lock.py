@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
-from harness.store import engine_connect_args, engine_url
+from harness.database import create_engine
 
 
 class StudyLock:
@@ -31,7 +32,7 @@ class StudyLock:
         self.engine: sa.Engine | None = None
         if self.backend == "postgresql":
             # No pool: a connection closed on error takes any lock it held with it.
-            self.engine = sa.create_engine(engine_url(url), connect_args=engine_connect_args(url), poolclass=NullPool)
+            self.engine = create_engine(url, poolclass=NullPool)
         elif self.backend == "sqlite" and parsed.database and parsed.database != ":memory:":
             self.path = Path(f"{parsed.database}.{digest[:6].hex()}.lock")
         self._stack: contextlib.ExitStack | None = None
@@ -49,7 +50,10 @@ class StudyLock:
     def _hold(self) -> Iterator[None]:
         if self.engine is not None:
             with self.engine.connect() as connection:
-                connection.execute(sa.text("SELECT pg_advisory_lock(:key)"), {"key": self.key})
+                # Polled, not a blocking pg_advisory_lock: a statement waiting for a lock would hit the statement
+                # timeout and look like a silent server to the wait limit (harness.database).
+                while not connection.execute(sa.text("SELECT pg_try_advisory_lock(:key)"), {"key": self.key}).scalar():
+                    time.sleep(0.05)
                 try:
                     yield
                 finally:

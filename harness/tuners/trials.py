@@ -15,6 +15,7 @@ from rich.console import Console
 
 from harness.config import AugmentConfig, DataConfig, OptimizerConfig, Origin, RunSpec, TrainingConfig
 from harness.errors import HarnessError
+from harness.progress import TrialClock
 from harness.runner import Runner, new_run_id
 from harness.space import Sample, Suggest
 from harness.store import RunRecord
@@ -133,6 +134,7 @@ class TrialRunner:
     study: str
     console: Console
     results: list[TrialResult] = field(default_factory=list)
+    clock: TrialClock | None = None  # trials done of the total, elapsed, ETA: appended to each trial's line
 
     def spec(self, sample: Sample, number: int, epochs: int | None = None) -> RunSpec:
         training = self.settings.training(epochs, sample.batch_size, optimizer=sample.optimizer)
@@ -201,11 +203,16 @@ class TrialRunner:
             note=note,
         )
         self.results.append(result)
+        if self.clock is not None:
+            self.clock.trial_finished()
         colour = {"complete": "green", "pruned": "yellow"}.get(status, "red")
         score = f"val AUC {result.val_auc:.4f}  " if result.val_auc is not None else ""
         size = f"{result.parameters / 1e6:.2f}M params  " if result.parameters else ""
         self.console.print(
             f"[bold]{self.study} #{number}[/bold] [{colour}]{status}[/{colour}]  {score}{size}"
-            f"{result.seconds:.0f} s  RSS {result.rss_mb:.0f} MB" + (f"  ({note})" if note else ""),
+            f"{result.seconds:.0f} s  RSS {result.rss_mb:.0f} MB"
+            + (f"  ({note})" if note else "")
+            + (f"  {self.clock.text()}" if self.clock is not None else ""),
             highlight=False,
+            soft_wrap=True,  # one line per trial, whatever the width
         )

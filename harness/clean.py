@@ -1,0 +1,155 @@
+"""`harness clean`: find stale decode caches and the models of runs outside the top K; delete them only when asked."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.data import _TMP_PREFIX, _survey
+from harness.errors import HarnessError
+from harness.leaderboard import DEFAULT_BY, rank
+from harness.store import RunRecord
+
+_CACHE_NAME = re.compile(r"[0-9a-f]{32}")  # a finished cache: results/cache/<fingerprint>/
+
+
+@dataclass(frozen=True)
+class Item:
+    """A file or folder `clean` would remove (or keeps), its size in bytes and why."""
+
+    path: Path
+    size: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    remove: list[Item]
+    keep: list[Item]
+
+    @property
+    def size(self) -> int:
+        return sum(item.size for item in self.remove)
+
+
+def size_of(path: Path) -> int:
+    """Bytes under `path` (a file or a folder; links are not followed)."""
+    if not path.is_dir() or path.is_symlink():
+        return path.lstat().st_size
+    total = 0
+    for folder, _, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(folder, name)).st_size
+            except FileNotFoundError:  # removed meanwhile
+                continue
+    return total
+
+
+def human(n: int) -> str:
+    """Bytes for people: 417.3 MB, 6.10 GB (powers of 1000, as `ls -h --si` and disk vendors count)."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.2f} {unit}" if unit == "GB" else f"{n / scale:.1f} {unit}"
+    return f"{n} B"
+
+
+def current_fingerprint(folder: Path) -> str | None:
+    """The cache name `load_dataset` gives `folder` as it is now (from the CSVs and every image's name, size and
+    mtime; nothing is decoded), or None when the folder cannot be loaded and so has no cache in use."""
+    try:
+        return _survey(folder).fingerprint
+    except (HarnessError, OSError):
+        return None
+
+
+def _dead_build(entry: Path) -> int | None:
+    """The pid of the build that left this temporary cache folder on this host, when that process has ended."""
+    host = socket.gethostname()
+    name = entry.name
+    if not name.startswith(_TMP_PREFIX) or f"-{host}-" not in name:
+        return None
+    try:
+        pid = int(name.rsplit("-", 2)[-2])
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return pid
+    except (ValueError, PermissionError, IndexError):
+        return None
+    return None
+
+
+def plan_caches(cache_root: Path, folders: Iterable[Path]) -> Plan:
+    """Caches under `cache_root` that no folder in `folders` would read now (changed or gone), and the folders
+    that killed builds left behind. A cache some folder still matches is kept."""
+    in_use: dict[str, Path] = {}
+    for folder in folders:
+        fingerprint = current_fingerprint(folder)
+        if fingerprint:
+            in_use.setdefault(fingerprint, folder)
+    remove: list[Item] = []
+    keep: list[Item] = []
+    if not cache_root.is_dir():
+        return Plan(remove, keep)
+    for entry in sorted(cache_root.iterdir()):
+        if not entry.is_dir() or entry.is_symlink():
+            continue
+        if _CACHE_NAME.fullmatch(entry.name):
+            if entry.name in in_use:
+                keep.append(Item(entry, size_of(entry), f"the decode cache of {in_use[entry.name]}"))
+            else:
+                why = "stale decode cache: no data folder the runs used (nor --data, nor the demo) matches it now"
+                remove.append(Item(entry, size_of(entry), why))
+        elif (pid := _dead_build(entry)) is not None:
+            remove.append(Item(entry, size_of(entry), f"left by a cache build that ended (process {pid})"))
+    return Plan(remove, keep)
+
+
+def plan_models(records: list[RunRecord], top: int, by: str = DEFAULT_BY) -> Plan:
+    """The model.keras files of runs outside the top `top` of their validation set (ranked as the leaderboard
+    ranks them), and of runs that did not complete. Runs still training keep theirs."""
+    if top < 0:
+        raise HarnessError(f"--models-outside-top must be 0 or more, got {top}")
+    # An ensemble has no model of its own: the K kept are models.
+    frame = rank([r for r in records if r.origin != "ensemble"], by)
+    position: dict[str, str] = {}
+    kept_ids: set[str] = set()
+    for _, group in frame[frame["rank"].notna()].groupby("val_key", sort=False):
+        for i, (run, label) in enumerate(zip(group["run"], group["val_set_long"], strict=True), start=1):
+            if i <= top:
+                kept_ids.add(run)
+            position[run] = f"rank {i} of {len(group)} on {label}"
+    remove: list[Item] = []
+    keep: list[Item] = []
+    for record in records:
+        if record.status == "running" or not record.artifacts:
+            continue
+        folder = Path(record.artifacts)
+        models = sorted(folder.glob("model.keras")) + sorted(folder.glob("fold*/model.keras"))
+        for model in models:
+            where = position.get(record.run_id, f"status {record.status}")
+            if record.run_id in kept_ids:
+                keep.append(Item(model, size_of(model), f"model of run {record.run_id}: {where}"))
+            else:
+                why = f"model of run {record.run_id}: {where}, outside the top {top}"
+                remove.append(Item(model, size_of(model), why))
+    return Plan(remove, keep)
+
+
+def delete(item: Item) -> None:
+    """Delete a file, or a folder after moving it aside (a half-deleted cache never looks like a cache)."""
+    path = item.path
+    if not path.exists():
+        return
+    if path.is_dir() and not path.is_symlink():
+        aside = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}old-", dir=path.parent))
+        os.replace(path, aside / "old")
+        shutil.rmtree(aside, ignore_errors=True)
+    else:
+        path.unlink()
