@@ -224,3 +224,28 @@ def test_a_seed_model_without_a_cost_function_is_measured_from_its_built_model()
 
     cost = architecture_cost("seed_model2")
     assert cost.parameters == 1_846_817 and cost.gmacs == pytest.approx(0.2848, rel=1e-3)
+
+
+def test_points_done_running_elsewhere_or_out_of_attempts_are_not_run_again():
+    import datetime as dt
+
+    from harness.config import DataConfig, TrainingConfig
+    from harness.scale import pending
+    from harness.store import RunRecord
+
+    base = Base("b", {"widths": (8,), "convs": (1,), "dense": (8,)}, TrainingConfig(), DataConfig())
+    points = design(base, ScaleOptions(multipliers=(1, 2), seeds=2, epochs=(1,)), n_train=100, cost=fake_cost)
+    now = dt.datetime.now()
+
+    def record(trial: int, status: str, attempt: int = 1) -> RunRecord:
+        return RunRecord(f"s-p{trial:03d}-a{attempt}", status, "cnn", "scale", {}, now, now, study="s", trial=trial)
+
+    records = [
+        record(0, "complete"),
+        record(1, "running"),  # another worker has it
+        record(2, "failed"),  # one failed attempt: tried again
+        record(3, "failed"),
+        record(3, "failed", attempt=2),  # out of attempts: left failed
+    ]
+    todo, skipped = pending(points, records)
+    assert [p.index for p in todo] == [2] and skipped == 3
