@@ -210,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--full-budget",
         action="store_true",
-        help="on the built-in demo, train each model for its own epochs (default there: a tenth, a quick demo)",
+        help="on the built-in demo, train each model for its own epochs (default there: one epoch, a quick demo)",
     )
     p.set_defaults(handler=cmd_run)
 
