@@ -11,6 +11,9 @@ from conftest import train_ids_of, write_image
 import harness.data as data
 from harness.data import load_dataset
 
+# Data layer only: no model is built, so the outcome cannot depend on the Keras backend (run once, on TensorFlow).
+pytestmark = pytest.mark.backend_free
+
 
 def load(root, cache_dir):
     return load_dataset(root, cache_dir, progress=False, workers=2)

@@ -14,6 +14,9 @@ from conftest import train_ids_of, write_image
 from harness.data import load_dataset
 from harness.errors import HarnessError
 
+# Data layer only: no model is built, so the outcome cannot depend on the Keras backend (run once, on TensorFlow).
+pytestmark = pytest.mark.backend_free
+
 
 def expect_error(root: Path, cache_dir: Path, *fragments: str) -> str:
     with pytest.raises(HarnessError) as info:

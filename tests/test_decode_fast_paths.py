@@ -24,6 +24,9 @@ import harness.decode as decode
 from harness.decode import decode_image
 from harness.errors import HarnessError
 
+# Data layer only: no model is built, so the outcome cannot depend on the Keras backend (run once, on TensorFlow).
+pytestmark = pytest.mark.backend_free
+
 RNG = np.random.default_rng(5)
 # Texture and flat areas, as tissue patches have: JPEG's smoothing and rounding get exercised.
 RGB = np.clip(

@@ -28,6 +28,9 @@ from harness.cli import main
 from harness.decode import decode_image
 from harness.errors import HarnessError
 
+# Data layer only: no model is built, so the outcome cannot depend on the Keras backend (run once, on TensorFlow).
+pytestmark = pytest.mark.backend_free
+
 
 def check(root: Path, results: Path, *more: str) -> list[str]:
     return ["data", "check", "--data", str(root), "--results", str(results), *more]

@@ -20,10 +20,13 @@ SAMPLE = Path(
     os.environ.get("HARNESS_PCAM_SAMPLE")
     or Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "pcam-sample"
 )
-pytestmark = pytest.mark.skipif(
-    not (SAMPLE / "train_labels.csv").is_file(),
-    reason=f"pcam-sample not found at {SAMPLE} (set HARNESS_PCAM_SAMPLE to its folder)",
-)
+pytestmark = [
+    pytest.mark.backend_free,  # the data layer only: run once, on TensorFlow
+    pytest.mark.skipif(
+        not (SAMPLE / "train_labels.csv").is_file(),
+        reason=f"pcam-sample not found at {SAMPLE} (set HARNESS_PCAM_SAMPLE to its folder)",
+    ),
+]
 
 
 @pytest.fixture(scope="module")

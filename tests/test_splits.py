@@ -21,6 +21,9 @@ from harness.splits import (
     stratified_split,
 )
 
+# Data layer only: no model is built, so the outcome cannot depend on the Keras backend (run once, on TensorFlow).
+pytestmark = pytest.mark.backend_free
+
 
 def fake_labels(n0: int, n1: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     ids = np.array([hashlib.sha1(f"{seed}-{i}".encode()).hexdigest() for i in range(n0 + n1)])
