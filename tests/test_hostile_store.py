@@ -29,6 +29,9 @@ from harness.errors import HarnessError
 from harness.store import RunStore, engine_url
 from harness.tuners.optuna_engine import OptunaEngine
 
+# Storage and rendering: the Keras backend cannot change the outcome (run once, on TensorFlow).
+pytestmark = pytest.mark.backend_free
+
 CONNECT_SECONDS = 10  # the connect timeout the README documents (harness.database.CONNECT_SECONDS)
 
 # --- SQLite files that are damaged or belong to another program -------------------------------------------------------

@@ -14,6 +14,9 @@ from harness.errors import HarnessError
 from harness.leaderboard import choose_columns, comparable, rank, render_table
 from harness.store import RunRecord
 
+# Storage and rendering: the Keras backend cannot change the outcome (run once, on TensorFlow).
+pytestmark = pytest.mark.backend_free
+
 WIDTHS = (80, 120, 200)
 
 

@@ -16,6 +16,9 @@ from harness.errors import HarnessError
 from harness.store import RunStore, engine_url
 from harness.tuners.optuna_engine import OptunaEngine
 
+# Storage and rendering: the Keras backend cannot change the outcome (run once, on TensorFlow).
+pytestmark = pytest.mark.backend_free
+
 
 def one_line_error(capsys, argv: list[str]) -> str:
     code = main(argv)
