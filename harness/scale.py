@@ -96,14 +96,6 @@ class Point:
     epochs: int
     steps_per_epoch: int | None = None  # None: full passes
 
-    @property
-    def label(self) -> str:
-        return f"x{self.multiplier:g} {self.budget} seed {self.seed}"
-
-    @property
-    def images_seen(self) -> float:
-        return float(self.epochs * (self.steps_per_epoch or 0))
-
 
 @dataclass
 class ScaleOutcome:
@@ -121,9 +113,7 @@ def resolve_base(name: str, store: RunStore | None, options: ScaleOptions) -> Ba
     data = DataConfig(protocol=options.protocol, sample=options.sample, seed=options.split_seed)
     if name in ARCHITECTURES:
         entry = ARCHITECTURES.get(name)
-        point = entry.meta.get("cnn_point")
-        if name == "cnn":
-            point = {}
+        point = {} if name == "cnn" else entry.meta.get("cnn_point")  # cnn itself: its own defaults
         if point is None:
             raise HarnessError(f"--base {name}: not a point of the cnn family; use seed_model1/2/3, cnn or a run id")
         return Base(name, dict(point), entry.meta.get("training") or TrainingConfig(), data)
@@ -140,9 +130,11 @@ def resolve_base(name: str, store: RunStore | None, options: ScaleOptions) -> Ba
 
 def scaled(kwargs: dict[str, Any], axis: str, multiplier: float) -> dict[str, Any]:
     """`cnn` keyword arguments with the convs' widths and/or their number per block multiplied (the head stays)."""
+    import inspect
+
     from architectures.cnn import cnn
 
-    defaults = {k: p.default for k, p in __import__("inspect").signature(cnn).parameters.items()}
+    defaults = {k: p.default for k, p in inspect.signature(cnn).parameters.items()}
     point = {**{k: defaults[k] for k in ("widths", "convs", "padding")}, **kwargs}
     out = dict(kwargs)
     if axis in ("width", "compound"):
