@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -90,6 +91,16 @@ class TrainingConfig:
             raise ConfigError(f"batch size must be at least 1, got {self.batch_size}")
         if self.tta not in (1, 2, 4, 8):
             raise ConfigError(f"--tta must be 1, 2, 4 or 8, got {self.tta}")
+
+
+STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")  # a file, table and URL-safe name
+
+
+def check_study_name(name: str) -> str:
+    """A study name every store and tuner accepts, or a one-line error naming --study."""
+    if not STUDY_NAME.match(name):
+        raise ConfigError(f"--study {name!r}: use letters, digits, '.', '_' and '-' (at most 100, no leading symbol)")
+    return name
 
 
 SEED_MAX = 2**32 - 1  # numpy's and scikit-learn's random_state take 0 .. 2**32 - 1

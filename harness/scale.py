@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from architectures.cnn import feature_map_size
-from harness.config import DataConfig, Origin, RunSpec, TrainingConfig
+from harness.config import DataConfig, Origin, RunSpec, TrainingConfig, check_study_name
 from harness.cost import Cost, architecture_cost
 from harness.errors import HarnessError
 from harness.registry import ARCHITECTURES
@@ -27,7 +26,6 @@ DEFAULT_MULTIPLIERS = (0.25, 0.5, 1.0, 2.0)
 DEFAULT_EPOCHS = (2, 6)
 MIN_WIDTH = 4  # a narrower conv is no network; multipliers that go below it are clamped and said so
 MAX_ATTEMPTS = 2  # a point that failed (a killed worker, a NaN loss) is tried once more, then left failed
-_STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
 @dataclass(frozen=True)
@@ -67,10 +65,7 @@ class ScaleOptions:
 
     @property
     def study_name(self) -> str:
-        name = self.study or f"scale-{self.base}-{self.axis}"
-        if not _STUDY_NAME.match(name):
-            raise HarnessError(f"--study {name!r}: use letters, digits, '.', '_' and '-' (at most 100)")
-        return name
+        return check_study_name(self.study or f"scale-{self.base}-{self.axis}")
 
 
 @dataclass(frozen=True)

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import re
 import statistics
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from harness.budget import budget_key, budget_of, budget_text
-from harness.config import AugmentConfig, RunSpec, TrainingConfig
+from harness.config import AugmentConfig, RunSpec, TrainingConfig, check_study_name
 from harness.errors import HarnessError
 from harness.progress import TrialClock
 from harness.registry import SEARCH_SPACES
@@ -23,7 +22,6 @@ from harness.workspace import Workspace
 TUNERS = ("optuna", "keras-tuner")
 DEFAULT_EPOCHS = 10  # the seed's shortest training (model 1); choose fewer with --epochs for a quick search
 DEFAULT_BATCH_SIZE = 50  # the seed's generator batch
-_STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
 @dataclass(frozen=True)
@@ -172,8 +170,7 @@ def run_search(workspace: Workspace, options: SearchOptions) -> SearchSummary:
     entry = SEARCH_SPACES.get(options.space)
     algorithm = (options.algorithm or "bayesian") if options.tuner == "keras-tuner" else None
     study = options.study or default_study_name(options.space, options.tuner, algorithm)
-    if not _STUDY_NAME.match(study):
-        raise HarnessError(f"--study {study!r}: use letters, digits, '.', '_' and '-' (at most 100, no leading symbol)")
+    check_study_name(study)
 
     store = workspace.store()
     store.reap_dead()  # runs of killed processes end as failed before anything is counted

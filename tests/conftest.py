@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import cv2
@@ -48,6 +50,20 @@ def make_kaggle_folder(
     if sample_submission:
         (root / "sample_submission.csv").write_text("id,label\n" + "".join(f"{i},0\n" for i in test_ids))
     return root
+
+
+@contextlib.contextmanager
+def small_tmpfs(folder: Path, size: str) -> Iterator[Path]:
+    """A real tmpfs of `size` (e.g. '64k') mounted at `folder` for a full-disk test; skips where mounting is not
+    allowed (it needs root), where the simulated full-disk tests still run."""
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root); the simulated full-disk test covers this")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], capture_output=True)
 
 
 def train_ids_of(root: Path) -> list[str]:

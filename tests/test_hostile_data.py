@@ -8,7 +8,6 @@ import io
 import os
 import shutil
 import struct
-import subprocess
 import time
 import tracemalloc
 import zlib
@@ -19,7 +18,7 @@ import numpy as np
 import pytest
 import simplejpeg
 import tifffile
-from conftest import train_ids_of
+from conftest import small_tmpfs, train_ids_of
 from test_hostile_input import first_train_image, refused
 
 import harness.data as data
@@ -126,12 +125,7 @@ def test_cache_larger_than_the_free_space_is_refused_before_decoding_on_a_real_t
     make_kaggle, tmp_path, capsys, monkeypatch
 ):
     root = make_kaggle(n_train=10, n_test=4)  # a cache of 14 x 27,648 bytes of pixels, and ids
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(disk)], capture_output=True)
-    if mounted.returncode != 0:
-        pytest.skip("cannot mount a tmpfs here (needs root); the simulated full-disk test covers this")
-    try:
+    with small_tmpfs(tmp_path / "disk", "256k") as disk:
         free = shutil.disk_usage(disk).free
         line = refused(capsys, *check(root, disk), expect=("not enough free space", f"{disk / 'cache'}", "needs"))
         assert f"{free / 1e3:,.1f} kB are free" in line
@@ -144,8 +138,6 @@ def test_cache_larger_than_the_free_space_is_refused_before_decoding_on_a_real_t
         refused(capsys, *check(root, disk), expect=("the disk filled up", "No space left on device", "nothing"))
         assert list((disk / "cache").iterdir()) == []
         assert usage(disk).free == free  # no half-written file left taking space
-    finally:
-        subprocess.run(["umount", str(disk)], capture_output=True)
 
 
 def test_disk_filling_up_while_the_cache_is_built_leaves_no_cache_simulated(make_kaggle, tmp_path, capsys, monkeypatch):

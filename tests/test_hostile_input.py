@@ -6,7 +6,6 @@ import errno
 import io
 import os
 import shutil
-import subprocess
 import tempfile
 import zipfile
 from collections.abc import Callable
@@ -17,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import tifffile
-from conftest import train_ids_of, write_image
+from conftest import small_tmpfs, train_ids_of, write_image
 
 from harness.cli import main
 from harness.workspace import check_writable
@@ -279,12 +278,7 @@ def test_full_disk_keeps_the_previous_submission_simulated(make_kaggle, tmp_path
 def test_full_disk_keeps_the_previous_submission_on_a_real_full_tmpfs(make_kaggle, tmp_path, capsys):
     root = make_kaggle(n_train=10, n_test=4)
     tiny_model().save(tmp_path / "model.keras")
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)], capture_output=True)
-    if mounted.returncode != 0:
-        pytest.skip("cannot mount a tmpfs here (needs root); the simulated full-disk test covers this")
-    try:
+    with small_tmpfs(tmp_path / "disk", "64k") as disk:
         out = disk / "submission.csv"
         before = previous_submission(root, out)
         with open(disk / "filler", "wb", buffering=0) as filler:  # fill the disk to the last byte
@@ -296,5 +290,3 @@ def test_full_disk_keeps_the_previous_submission_on_a_real_full_tmpfs(make_kaggl
         refused(capsys, *argv, "--out", str(out), expect=("No space left on device", "previous file is unchanged"))
         assert out.read_text() == before
         assert sorted(p.name for p in disk.iterdir()) == ["filler", "submission.csv"]
-    finally:
-        subprocess.run(["umount", str(disk)], capture_output=True)
