@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import keras
+from harness.architectures.cnn import cnn
 
-from architectures.cnn import cnn
 from harness.config import OptimizerConfig, TrainingConfig
 from harness.registry import ARCHITECTURES
 

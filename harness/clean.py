@@ -13,8 +13,8 @@ from pathlib import Path
 
 from harness.data import _TMP_PREFIX, _survey
 from harness.errors import HarnessError
-from harness.leaderboard import DEFAULT_BY, rank
-from harness.store import RunRecord
+from harness.ranking.leaderboard import DEFAULT_BY, rank
+from harness.store.runs import RunRecord
 
 _CACHE_NAME = re.compile(r"[0-9a-f]{32}")  # a finished cache: results/cache/<fingerprint>/
 

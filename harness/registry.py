@@ -82,8 +82,8 @@ class Registry:
         return name in self._entries
 
 
-ARCHITECTURES = Registry("architecture", "architectures")
-SEARCH_SPACES = Registry("search space", "search_spaces")
+ARCHITECTURES = Registry("architecture", "harness.architectures")
+SEARCH_SPACES = Registry("search space", "harness.search_spaces")
 
 
 def build_model(name: str, input_shape: tuple[int, int, int] = (96, 96, 3), **kwargs: Any) -> Any:

@@ -10,9 +10,9 @@ from pathlib import Path
 from rich.console import Console
 
 from harness.data import Dataset, load_dataset
-from harness.demo import DEMO_NOTICE, ensure_demo_dataset
+from harness.data.demo import DEMO_NOTICE, ensure_demo_dataset
 from harness.errors import HarnessError
-from harness.store import RunStore, default_storage
+from harness.store.runs import RunStore, default_storage
 
 ENV_DATA = "HARNESS_DATA"
 ENV_RESULTS = "HARNESS_RESULTS"

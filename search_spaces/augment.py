@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from harness.config import AugmentConfig, OptimizerConfig
 from harness.registry import ARCHITECTURES, SEARCH_SPACES
-from harness.space import Sample, Suggest
+from harness.search.space import Sample, Suggest
 
 BASELINE = "seed_model2"  # its own recipe, Adam(1e-4), stays fixed: only the augmentation varies
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from harness.registry import SEARCH_SPACES
-from harness.space import Sample, Suggest, suggest_optimizer
+from harness.search.space import Sample, Suggest, suggest_optimizer
 
 BASELINE = "seed_model3"  # the notebook's best model; its own RMSprop(1e-3) is a point of this space
 

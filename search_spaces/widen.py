@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from architectures.cnn import ACTIVATIONS, PADDINGS, cnn_cost, feature_map_size
+from harness.architectures.cnn import ACTIVATIONS, PADDINGS, cnn_cost, feature_map_size
+
 from harness.data import IMAGE_SHAPE
 from harness.registry import SEARCH_SPACES
-from harness.space import InvalidConfiguration, Sample, Suggest, suggest_optimizer
+from harness.search.space import InvalidConfiguration, Sample, Suggest, suggest_optimizer
 
 BLOCKS = (2, 6)
 CONVS_PER_BLOCK = (1, 5)

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from harness.demo import make_id, render_patch
+from harness.data.demo import make_id, render_patch
 
 # postgres_server (session) and postgres_url (a fresh database per test): a real server, see postgres_fixture.py.
 pytest_plugins = ["postgres_fixture"]
@@ -98,8 +98,8 @@ def runner(make_kaggle: Callable[..., Path], tmp_path: Path):
     from rich.console import Console
 
     from harness.data import load_dataset
-    from harness.runner import Runner
-    from harness.store import RunStore
+    from harness.store.runs import RunStore
+    from harness.training.runner import Runner
 
     dataset = load_dataset(make_kaggle(n_train=40, n_test=8), tmp_path / "cache", progress=False)
     store = RunStore(f"sqlite:///{tmp_path / 'harness.db'}")

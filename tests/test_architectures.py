@@ -5,11 +5,11 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
+from harness.architectures.cnn import feature_map_size
 
-from architectures.cnn import feature_map_size
 from harness.config import TrainingConfig
 from harness.registry import ARCHITECTURES, build_model
-from harness.train import compile_model, with_input_pipeline
+from harness.training.train import compile_model, with_input_pipeline
 
 # The true counts of the notebook's code (its prose says 1.3M, 3.3M and 2.8M).
 SEED_PARAMETERS = {"seed_model1": 36_350_881, "seed_model2": 1_846_817, "seed_model3": 3_510_913}

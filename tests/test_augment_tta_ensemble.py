@@ -10,14 +10,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.augment import RandomDihedral, augmentation_layers, dihedral
 from harness.config import AugmentConfig, DataConfig, OptimizerConfig, RunSpec, TrainingConfig
 from harness.data import load_dataset
-from harness.ensemble import blend, choose_members
+from harness.data.near_duplicates import near_duplicate_groups, near_pairs, phash
+from harness.data.splits import kfold_splits, make_split
 from harness.errors import ConfigError
-from harness.near_duplicates import near_duplicate_groups, near_pairs, phash
-from harness.runner import predict_probabilities
-from harness.splits import kfold_splits, make_split
+from harness.ranking.ensemble import blend, choose_members
+from harness.training.augment import RandomDihedral, augmentation_layers, dihedral
+from harness.training.runner import predict_probabilities
 
 RNG = np.random.default_rng(0)
 IMAGES = RNG.integers(0, 256, size=(6, 96, 96, 3)).astype("float32")

@@ -19,13 +19,13 @@ from rich.console import Console
 from harness.backend import BACKENDS, environment, forget_traced_gradients, pick_backend
 from harness.config import DataConfig, OptimizerConfig, RunSpec, TrainingConfig
 from harness.data import load_dataset
+from harness.data.feed import ImageBatches
 from harness.errors import HarnessError
-from harness.feed import ImageBatches
-from harness.leaderboard import rank, render_text
+from harness.ranking.leaderboard import rank, render_text
 from harness.registry import ARCHITECTURES, build_model
-from harness.runner import Runner, predict_probabilities
-from harness.store import RunStore
-from harness.train import compile_model, fit, with_input_pipeline
+from harness.store.runs import RunStore
+from harness.training.runner import Runner, predict_probabilities
+from harness.training.train import compile_model, fit, with_input_pipeline
 
 BACKEND = keras.config.backend()
 BASELINES = ARCHITECTURES.names(baseline=True)

@@ -12,15 +12,15 @@ import pytest
 from conftest import train_ids_of
 
 from harness.bench import macs_per_image
-from harness.bench_seed import prepare
+from harness.bench.seed_way import prepare
 from harness.cli import main
 from harness.config import TrainingConfig
 from harness.data import load_dataset
+from harness.data.splits import seed_protocol_split
+from harness.data.synth import KAGGLE_POSITIVE, KAGGLE_TRAIN, write_kaggle_folder
 from harness.errors import ConfigError
 from harness.registry import build_model
-from harness.splits import seed_protocol_split
-from harness.synth import KAGGLE_POSITIVE, KAGGLE_TRAIN, write_kaggle_folder
-from harness.train import compile_model, float32_output, precision_policy, with_input_pipeline
+from harness.training.train import compile_model, float32_output, precision_policy, with_input_pipeline
 
 COLUMNS = ("stage", "measure", "images", "seed img/s", "harness img/s", "ratio", "target", "met")
 

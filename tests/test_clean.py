@@ -17,7 +17,7 @@ from harness.atomic import atomic_path, write_text
 from harness.clean import current_fingerprint
 from harness.cli import main
 from harness.data import load_dataset
-from harness.store import RunStore, default_storage
+from harness.store.runs import RunStore, default_storage
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
@@ -130,8 +130,8 @@ def test_final_models_are_saved_without_optimizer_state_unless_asked(runner):
     assert lean_size < full_size
 
     # The weights-only file reproduces the run's own test predictions.
-    from harness.predict import load_model_safely
-    from harness.runner import predict_probabilities
+    from harness.training.predict import load_model_safely
+    from harness.training.runner import predict_probabilities
 
     test = runner.dataset.test
     model = load_model_safely(runner.results_dir / "runs" / lean.run_id / "model.keras")

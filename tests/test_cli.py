@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from harness.cli import main
-from harness.store import RunStore, default_storage
+from harness.store.runs import RunStore, default_storage
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, str, str]:

@@ -8,12 +8,12 @@ import sys
 import pytest
 from worker_processes import ROOT, finish, start_cli
 
-from harness.store import RunStore
+from harness.store.runs import RunStore
 
 # Each process writes `n` records as fast as it can, each a start and two updates: three transactions apiece.
 WRITER = """
 import sys
-from harness.store import RunStore
+from harness.store.runs import RunStore
 store, tag, n = RunStore(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 for i in range(n):
     store.start(f"{tag}-{i}", architecture="cnn", origin="test", spec={"i": i})

@@ -20,8 +20,8 @@ import tifffile
 from PIL import Image
 
 import harness.data as data
-import harness.decode as decode
-from harness.decode import decode_image
+import harness.data.decode as decode
+from harness.data.decode import decode_image
 from harness.errors import HarnessError
 
 # Data layer only: no model is built, so the outcome cannot depend on the Keras backend (run once, on TensorFlow).
@@ -186,8 +186,8 @@ def test_tiff_layout_memo_checks_the_values_outside_the_entries(tmp_path):
 
 
 def test_synthetic_kaggle_tifs_take_the_fast_path(tmp_path):
-    """harness.synth writes Kaggle's format; each of its files is read straight from its bytes, as cv2 reads it."""
-    from harness.synth import write_kaggle_folder
+    """harness.data.synth writes Kaggle's format; each of its files is read straight from its bytes, as cv2 reads it."""
+    from harness.data.synth import write_kaggle_folder
 
     root = write_kaggle_folder(tmp_path / "synth", 12, 4)
     for path in sorted((root / "train").iterdir()) + sorted((root / "test").iterdir()):

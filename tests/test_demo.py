@@ -12,8 +12,8 @@ from sklearn.metrics import roc_auc_score
 
 from harness.config import Origin, RunSpec
 from harness.data import load_dataset
-from harness.demo import DEMO_NOTICE, DEMO_VERSION, demo_budget, ensure_demo_dataset, write_demo_dataset
-from harness.store import RunStore
+from harness.data.demo import DEMO_NOTICE, DEMO_VERSION, demo_budget, ensure_demo_dataset, write_demo_dataset
+from harness.store.runs import RunStore
 
 BASELINES = ("seed_model1", "seed_model2", "seed_model3")
 
@@ -103,11 +103,11 @@ def run_cli(argv: list[str], capsys) -> tuple[int, str]:
 
 def test_the_demo_budget_applies_by_default_only_without_data(tmp_path, monkeypatch, capsys):
     """`harness run` on the built-in demo trains one epoch per model and says so; with --data, the full budget."""
-    import harness.demo
+    import harness.data.demo
 
     monkeypatch.delenv("HARNESS_DATA", raising=False)
-    monkeypatch.setattr(harness.demo, "DEMO_TRAIN", 40)  # a small demo: the rule is the same at any size
-    monkeypatch.setattr(harness.demo, "DEMO_TEST", 4)
+    monkeypatch.setattr(harness.data.demo, "DEMO_TRAIN", 40)  # a small demo: the rule is the same at any size
+    monkeypatch.setattr(harness.data.demo, "DEMO_TEST", 4)
     common = ["--seed", "1", "--batch-size", "40", "--precise-bn", "0", "--no-progress"]
     code, err = run_cli(["run", "cnn", "--results", str(tmp_path / "demo"), *common], capsys)
     assert code == 0, err

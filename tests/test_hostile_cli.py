@@ -9,7 +9,7 @@ from harness.cli import main
 from harness.config import DataConfig, RunSpec
 from harness.errors import ConfigError
 from harness.registry import ARCHITECTURES
-from harness.store import RunStore
+from harness.store.runs import RunStore
 
 
 @pytest.fixture

@@ -22,9 +22,9 @@ from conftest import small_tmpfs, train_ids_of
 from test_hostile_input import first_train_image, refused
 
 import harness.data as data
-import harness.decode as decode
+import harness.data.decode as decode
 from harness.cli import main
-from harness.decode import decode_image
+from harness.data.decode import decode_image
 from harness.errors import HarnessError
 
 # Data layer only: no model is built, so the outcome cannot depend on the Keras backend (run once, on TensorFlow).

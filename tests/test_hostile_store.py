@@ -26,13 +26,13 @@ from worker_processes import FAST_HEARTBEAT, finish, search_argv, start_cli, wai
 
 from harness.cli import main
 from harness.errors import HarnessError
-from harness.store import RunStore, engine_url
-from harness.tuners.optuna_engine import OptunaEngine
+from harness.search.optuna_engine import OptunaEngine
+from harness.store.runs import RunStore, engine_url
 
 # Storage and rendering: the Keras backend cannot change the outcome (run once, on TensorFlow).
 pytestmark = pytest.mark.backend_free
 
-CONNECT_SECONDS = 10  # the connect timeout the README documents (harness.database.CONNECT_SECONDS)
+CONNECT_SECONDS = 10  # the connect timeout the README documents (harness.store.database.CONNECT_SECONDS)
 
 # --- SQLite files that are damaged or belong to another program -------------------------------------------------------
 

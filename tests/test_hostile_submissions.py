@@ -16,9 +16,9 @@ from test_hostile_input import refused, tiny_model
 
 from harness.cli import main
 from harness.errors import HarnessError
-from harness.runner import predict_probabilities
-from harness.store import RunStore
-from harness.submission import write_submission
+from harness.ranking.submission import write_submission
+from harness.store.runs import RunStore
+from harness.training.runner import predict_probabilities
 
 RUN_ID = "20260101-000000-cnn-abc123"
 

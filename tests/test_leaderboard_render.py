@@ -11,8 +11,8 @@ from rich.cells import cell_len
 from rich.console import Console
 
 from harness.errors import HarnessError
-from harness.leaderboard import choose_columns, comparable, rank, render_table
-from harness.store import RunRecord
+from harness.ranking.leaderboard import choose_columns, comparable, rank, render_table
+from harness.store.runs import RunRecord
 
 # Storage and rendering: the Keras backend cannot change the outcome (run once, on TensorFlow).
 pytestmark = pytest.mark.backend_free

@@ -11,12 +11,12 @@ import pandas as pd
 from rich.console import Console
 
 from harness.config import DataConfig, OptimizerConfig, RunSpec, TrainingConfig
-from harness.consoles import make_console, make_consoles
-from harness.feed import ImageBatches
-from harness.metrics import binary_metrics
-from harness.progress import RunPlan, TrialClock
-from harness.runner import predict_probabilities
-from harness.train import compile_model, fit
+from harness.data.feed import ImageBatches
+from harness.terminal.consoles import make_console, make_consoles
+from harness.terminal.progress import RunPlan, TrialClock
+from harness.training.metrics import binary_metrics
+from harness.training.runner import predict_probabilities
+from harness.training.train import compile_model, fit
 
 TINY = {"widths": [4], "convs": [1], "dense": [8]}
 EPOCH_LINE = re.compile(
@@ -129,7 +129,7 @@ def test_the_epoch_val_auc_is_the_exact_one_the_record_gets():
     train = ImageBatches(images, np.arange(30), labels, 10, shuffle=True)
     val_index = np.arange(30, 40)
     stream = io.StringIO()
-    from harness.progress import EpochLines
+    from harness.terminal.progress import EpochLines
 
     result = fit(
         model,
@@ -175,7 +175,7 @@ def test_a_search_prints_one_line_per_epoch_and_per_trial_with_the_study_eta(mak
     import optuna
     import search_fixtures as sf
 
-    from harness.search import run_search
+    from harness.search.study import run_search
     from harness.workspace import Workspace
 
     stream = io.StringIO()

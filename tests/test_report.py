@@ -12,10 +12,10 @@ import pandas as pd
 import pytest
 from rich.console import Console
 
-from harness import plots
 from harness.config import DataConfig, OptimizerConfig, Origin, RunSpec, TrainingConfig
 from harness.errors import HarnessError
-from harness.hypothesis import (
+from harness.reporting import plots
+from harness.reporting.hypothesis import (
     INCONCLUSIVE,
     MIN_RUNS,
     NOT_SUPPORTED,
@@ -24,7 +24,7 @@ from harness.hypothesis import (
     judge,
     spearman,
 )
-from harness.report import choose_budget, progress_plot, runs_frame, size_plot, write_report
+from harness.reporting.report import choose_budget, progress_plot, runs_frame, size_plot, write_report
 from harness.workspace import Workspace
 
 
@@ -174,7 +174,7 @@ def test_the_report_without_a_study_and_its_errors(workspace, tmp_path):
 
 
 def add_ensemble(store, run_id, members, *, val_auc, dataset="/data"):
-    """An ensemble as harness.ensemble.blend records it: a spec with the members' data, no training of its own."""
+    """An ensemble as harness.ranking.ensemble.blend records it: the members' data, no training of its own."""
     data = DataConfig(protocol="seed", sample=400, seed=101)
     spec = {"architecture": "ensemble", "members": members, "by": "val_auc", "data": dataclasses.asdict(data)}
     store.start(run_id, architecture="ensemble", origin="ensemble", spec=spec, dataset=dataset)

@@ -15,11 +15,11 @@ import pytest
 from PIL import Image
 from rich.console import Console
 
-from harness import plots
 from harness.cli import main
 from harness.config import DataConfig, OptimizerConfig, Origin, RunSpec, TrainingConfig
-from harness.leaderboard import DEFAULT_BY, comparable, rank
-from harness.store import RunStore
+from harness.ranking.leaderboard import DEFAULT_BY, comparable, rank
+from harness.reporting import plots
+from harness.store.runs import RunStore
 from harness.workspace import Workspace
 
 CHROMIUM = shutil.which("chromium")
@@ -60,7 +60,7 @@ def page(tmp_path_factory):
     from conftest import make_kaggle_folder
 
     from harness.data import load_dataset
-    from harness.runner import Runner
+    from harness.training.runner import Runner
 
     root = tmp_path_factory.mktemp("html")
     data, results = make_kaggle_folder(root / "data", n_train=40, n_test=8), root / "results"

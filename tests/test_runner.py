@@ -121,8 +121,8 @@ def test_runs_of_a_killed_process_are_marked_failed(runner):
 
 
 def test_precise_bn_sets_population_statistics_from_training_batches_and_restores_momentum():
-    from harness.feed import ImageBatches
-    from harness.train import RecalibrateBatchNorm
+    from harness.data.feed import ImageBatches
+    from harness.training.train import RecalibrateBatchNorm
 
     bn = keras.layers.BatchNormalization(momentum=0.99)
     model = keras.Sequential([keras.Input((96, 96, 3)), bn])

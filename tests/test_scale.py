@@ -15,8 +15,7 @@ import pandas as pd
 import pytest
 
 from harness.cost import Cost
-from harness.scale import Base, ScaleOptions, design, scaled
-from harness.scaling import (
+from harness.scaling.stats import (
     INCONCLUSIVE,
     NOT_SUPPORTED,
     SUPPORTED,
@@ -27,7 +26,8 @@ from harness.scaling import (
     seeds_to_settle,
     slope_interval,
 )
-from harness.store import RunStore, default_storage
+from harness.scaling.study import Base, ScaleOptions, design, scaled
+from harness.store.runs import RunStore, default_storage
 
 EPS = 0.005
 
@@ -137,7 +137,7 @@ def _tiny_base_run(make_kaggle, results: Path) -> tuple[Path, str]:
 
     from harness.config import DataConfig, OptimizerConfig, RunSpec, TrainingConfig
     from harness.data import load_dataset
-    from harness.runner import Runner
+    from harness.training.runner import Runner
 
     data = make_kaggle(n_train=40, n_test=8)
     dataset = load_dataset(data, results / "cache", progress=False)
@@ -230,8 +230,8 @@ def test_points_done_running_elsewhere_or_out_of_attempts_are_not_run_again():
     import datetime as dt
 
     from harness.config import DataConfig, TrainingConfig
-    from harness.scale import pending
-    from harness.store import RunRecord
+    from harness.scaling.study import pending
+    from harness.store.runs import RunRecord
 
     base = Base("b", {"widths": (8,), "convs": (1,), "dense": (8,)}, TrainingConfig(), DataConfig())
     points = design(base, ScaleOptions(multipliers=(1, 2), seeds=2, epochs=(1,)), n_train=100, cost=fake_cost)

@@ -9,8 +9,8 @@ from optuna.trial import TrialState
 
 from harness.cli import main
 from harness.errors import HarnessError
-from harness.leaderboard import rank
-from harness.search import run_search
+from harness.ranking.leaderboard import rank
+from harness.search.study import run_search
 
 
 @pytest.fixture

@@ -8,13 +8,13 @@ import keras
 import keras_tuner
 import optuna
 import pytest
+from harness.architectures.cnn import cnn_parameters
+from harness.search_spaces.widen import MAX_PARAMETERS, SEED_POINTS, max_convs_per_block
 
-from architectures.cnn import cnn_parameters
 from harness.config import RunSpec, TrainingConfig
 from harness.errors import HarnessError
 from harness.registry import ARCHITECTURES, SEARCH_SPACES, build_model
-from harness.space import FixedSuggest, InvalidConfiguration, KerasTunerSuggest, Sample, declare
-from search_spaces.widen import MAX_PARAMETERS, SEED_POINTS, max_convs_per_block
+from harness.search.space import FixedSuggest, InvalidConfiguration, KerasTunerSuggest, Sample, declare
 
 N = 200
 REAL_SPACES = [e.name for e in SEARCH_SPACES if not e.meta.get("test")]
@@ -57,7 +57,7 @@ def check_valid(sample: Sample) -> None:
     assert RunSpec.from_dict(spec.to_dict()) == spec  # storable and replayable
     assert 1e-5 <= sample.optimizer.learning_rate <= 1e-2
     if sample.architecture == "cnn":
-        from architectures.cnn import feature_map_size
+        from harness.architectures.cnn import feature_map_size
 
         assert feature_map_size(96, sample.arch_kwargs["convs"], sample.arch_kwargs["padding"]) >= 1
         assert cnn_parameters(**sample.arch_kwargs) <= MAX_PARAMETERS
@@ -152,7 +152,7 @@ def test_fixed_values_outside_the_space_are_refused():
 def test_the_augment_space_varies_augmentation_and_trials_train_with_it():
     import dataclasses
 
-    from harness.tuners.trials import StudySettings, TrialRunner
+    from harness.search.trials import StudySettings, TrialRunner
 
     point = {"dihedral": True, "brightness": 0.15, "contrast": 0.0, "hue": 0.02, "crop": "random", "crop_size": 64}
     space = SEARCH_SPACES.get("augment").builder

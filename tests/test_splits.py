@@ -12,14 +12,14 @@ from sklearn.utils import shuffle
 
 from harness.config import DataConfig
 from harness.data import load_dataset
-from harness.errors import HarnessError
-from harness.splits import (
+from harness.data.splits import (
     SEED_DROPPED_IDS,
     make_split,
     sample_indices,
     seed_protocol_split,
     stratified_split,
 )
+from harness.errors import HarnessError
 
 # Data layer only: no model is built, so the outcome cannot depend on the Keras backend (run once, on TensorFlow).
 pytestmark = pytest.mark.backend_free

@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 
 from harness.errors import HarnessError
-from harness.leaderboard import rank, render_text, write_best_submission
-from harness.store import RunRecord
-from harness.submission import build_submission, write_submission
+from harness.ranking.leaderboard import rank, render_text, write_best_submission
+from harness.ranking.submission import build_submission, write_submission
+from harness.store.runs import RunRecord
 
 IDS = ["b" * 40, "a" * 40, "c" * 40]
 
@@ -115,7 +115,7 @@ def test_best_submission_is_copied_from_the_top_run(tmp_path):
 
 
 def test_test_labels_add_a_test_auc_column_scored_like_kaggle(tmp_path):
-    from harness.leaderboard import add_test_auc
+    from harness.ranking.leaderboard import add_test_auc
 
     labels = tmp_path / "test_labels.csv"
     pd.DataFrame({"id": IDS, "label": [1, 0, 1]}).to_csv(labels, index=False)
@@ -162,7 +162,7 @@ def _on(run_id, acc, sample, n_val, origin="baseline", dataset="/data", **data):
 
 
 def test_runs_share_a_validation_set_only_when_dataset_protocol_sample_seed_folds_and_images_match():
-    from harness.leaderboard import comparable
+    from harness.ranking.leaderboard import comparable
 
     base = _on("base", 0.9, 2000, 300)
     same = [_on("same", 0.5, 2000, 300)]
@@ -185,7 +185,7 @@ def test_runs_share_a_validation_set_only_when_dataset_protocol_sample_seed_fold
 
 
 def test_an_ensemble_validated_on_a_subset_is_never_ranked_against_the_full_validation_set():
-    from harness.leaderboard import comparable
+    from harness.ranking.leaderboard import comparable
 
     records = [
         _on("baseline", 0.85, 2000, 300),
@@ -201,7 +201,7 @@ def test_an_ensemble_validated_on_a_subset_is_never_ranked_against_the_full_vali
 
 
 def test_ensemble_members_share_the_best_runs_validation_set_and_the_skipped_are_named_with_the_reason():
-    from harness.ensemble import select_members
+    from harness.ranking.ensemble import select_members
 
     records = [
         _on("t1", 0.81, 1000, 150),
@@ -223,8 +223,8 @@ def test_ensemble_members_share_the_best_runs_validation_set_and_the_skipped_are
 def _stored(tmp_path, kaggle, runs):
     """A results folder whose store holds `runs` (id, architecture, origin, sample, n_val, val acc, study) with
     their submissions and validation predictions on disk."""
-    from harness.store import RunStore, default_storage
-    from harness.submission import expected_test_ids
+    from harness.ranking.submission import expected_test_ids
+    from harness.store.runs import RunStore, default_storage
 
     results = tmp_path / "results"
     store = RunStore(default_storage(results))

@@ -20,7 +20,7 @@ sys.path.insert(0, {tests!r})
 if os.environ.get("TEST_HOSTNAME"):
     socket.gethostname = lambda: os.environ["TEST_HOSTNAME"]
 import search_fixtures as sf
-from harness.store import RunStore
+from harness.store.runs import RunStore
 start = RunStore.start
 def start_then_wait(self, run_id, **values):
     start(self, run_id, **values)

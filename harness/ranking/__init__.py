@@ -1,0 +1,1 @@
+"""From runs to Kaggle: the leaderboard, validated submissions and ensembles."""

@@ -1,0 +1,1 @@
+"""Reports: plots, the bigger-network verdict in Markdown, and one self-contained HTML page."""

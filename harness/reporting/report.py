@@ -1,0 +1,448 @@
+"""`harness report`: plots and a verdict, in report.md, on whether bigger networks did better at one budget."""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import json
+import math
+import warnings
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never needs a display
+
+import matplotlib.pyplot as plt
+import matplotlib.ticker
+import numpy as np
+import pandas as pd
+
+from harness.atomic import write_text
+from harness.errors import HarnessError
+from harness.ranking.leaderboard import DEFAULT_BY, comparable, rank
+from harness.reporting.html import Figure, Page, write_page
+from harness.reporting.hypothesis import INCONCLUSIVE, VERDICT_RULE, Evidence, bootstrap_spearman, judge
+from harness.reporting.plots import integer_epochs, save_figure
+from harness.store.runs import RunRecord, engine_url, redact
+from harness.training.budget import budget_key, budget_text
+from harness.workspace import Workspace
+
+MIN_IMPORTANCE_TRIALS = 5  # fANOVA on fewer complete trials says nothing
+IMPORTANCE_SEED = 0
+SIZES = (("parameters", "parameters"), ("depth", "conv layers"), ("width", "max filters"))
+# Counts: pandas turns them into floats as soon as one row lacks them (a pruned run has no parameters).
+INTEGER_COLUMNS = frozenset({"parameters", "depth", "width", "n", "runs", "complete", "baselines", "trial", "epochs"})
+TOP_CURVES = 3  # learning curves of this many top-ranked runs on the HTML page
+
+# A search varies size together with everything else: its verdict can only observe, not isolate, size.
+OBSERVATIONAL = (
+    "This verdict is observational: the search varied size together with activation, optimiser, learning rate and"
+    " the rest, one seed a point. For a controlled answer, where only size varies and several seeds measure the"
+    ' noise, run `harness scale` (see the README\'s "Does a bigger network do better?").'
+)
+
+
+@functools.lru_cache(maxsize=64)
+def _built_structure(architecture: str, kwargs_json: str) -> tuple[int, int]:
+    import keras
+
+    from harness.registry import build_model
+
+    model = build_model(architecture, **json.loads(kwargs_json))
+    convs: list[Any] = []
+    stack = list(model.layers)
+    while stack:  # walk nested models too
+        layer = stack.pop()
+        if isinstance(layer, keras.layers.Conv2D):
+            convs.append(layer)
+        stack.extend(getattr(layer, "layers", []))
+    result = (len(convs), max((c.filters for c in convs), default=0))
+    del model
+    keras.backend.clear_session()
+    return result
+
+
+def structure(architecture: str, arch_kwargs: dict[str, Any]) -> tuple[int, int]:
+    """(depth, width): the number of conv layers and the most filters in one; read from cnn's arguments, else built."""
+    if architecture == "cnn" and "widths" in arch_kwargs and "convs" in arch_kwargs:
+        return int(sum(arch_kwargs["convs"])), int(max(arch_kwargs["widths"]))
+    try:
+        return _built_structure(architecture, json.dumps(arch_kwargs, sort_keys=True))
+    except Exception:  # an architecture no longer registered: leave its point off the depth and width plots
+        return (0, 0)
+
+
+def _label(record: RunRecord) -> str:
+    if record.origin == "search" and record.study:
+        return f"{record.study}#{record.trial}"
+    return record.architecture
+
+
+def runs_frame(records: list[RunRecord]) -> pd.DataFrame:
+    """One row per run, with its budget, size (parameters, depth, width) and validation scores."""
+    from harness.registry import ARCHITECTURES
+
+    baselines = set(ARCHITECTURES.names(baseline=True))
+    rows = []
+    for r in records:
+        spec = r.spec or {}
+        data, training = spec.get("data", {}), spec.get("training", {})
+        depth, width = structure(r.architecture, spec.get("arch_kwargs", {})) if r.status == "complete" else (0, 0)
+        rows.append(
+            {
+                "run_id": r.run_id,
+                "label": _label(r),
+                "origin": r.origin,
+                "study": r.study,
+                "tuner": r.tuner,
+                "trial": r.trial,
+                "status": r.status,
+                "architecture": r.architecture,
+                # A registered baseline, never a run of another architecture (old stores marked `harness run cnn` so).
+                "is_baseline": r.origin == "baseline" and r.architecture in baselines,
+                "is_ensemble": r.origin == "ensemble",
+                "parameters": r.parameters,
+                "depth": depth or None,
+                "width": width or None,
+                "val_auc": r.val_auc,
+                "val_accuracy": r.val_accuracy,
+                "epochs": training.get("epochs"),
+                "epochs_run": r.epochs_run,
+                "sample": data.get("sample"),
+                "protocol": data.get("protocol"),
+                "data_seed": data.get("seed"),
+                "dataset": r.dataset,
+                "synthetic": bool(r.synthetic),
+                "created_at": r.created_at,
+                "budget": json.dumps(budget_key(r), default=str),  # text: pandas compares and groups it plainly
+            }
+        )
+    columns = ["run_id", "label", "origin", "study", "status", "is_baseline", "parameters", "val_auc", "budget"]
+    return pd.DataFrame(rows) if rows else pd.DataFrame(columns=[*columns, "is_ensemble"])
+
+
+def _budget_text(budget: str) -> str:
+    key = tuple(json.loads(budget))
+    _dataset, protocol, sample, seed, folds, epochs = key[:6]
+    if epochs is None:  # an ensemble: it trains nothing, so only its members' validation split describes it
+        split = f"protocol {protocol}, sample {sample or 'all'}, split seed {seed}"
+        return f"ensemble (a blend of other runs, no epochs of its own; {split}" + (
+            f", {folds} folds)" if folds and folds > 1 else ")"
+        )
+    return budget_text(key)
+
+
+def choose_budget(frame: pd.DataFrame) -> str | None:
+    """The budget with the most complete search runs (else the most complete runs); ties go to the latest.
+
+    Ensembles never set it: a blend has no size or training budget of its own to compare.
+    """
+    done = frame[(frame["status"] == "complete") & ~frame["is_ensemble"].astype(bool)]
+    pool = done[~done["is_baseline"]] if (~done["is_baseline"]).any() else done
+    if pool.empty:
+        return None
+    counts = pool.groupby("budget", sort=False).agg(n=("run_id", "size"), last=("created_at", "max"))
+    return counts.sort_values(["n", "last"], ascending=False).index[0]
+
+
+def _importances(storage_url: str, studies: list[str]) -> list[tuple[str, dict[str, float] | None, str]]:
+    """Optuna's fANOVA parameter importances per study, or why there are none."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    out: list[tuple[str, dict[str, float] | None, str]] = []
+    for name in studies:
+        try:
+            study = optuna.load_study(study_name=name, storage=engine_url(storage_url))  # PostgreSQL driver
+        except Exception as exc:  # a missing study or an unreachable storage: say so in the report
+            out.append((name, None, f"could not load the Optuna study: {exc}"))
+            continue
+        complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+        if len(complete) < MIN_IMPORTANCE_TRIALS:
+            out.append((name, None, f"only {len(complete)} complete trials; importances need {MIN_IMPORTANCE_TRIALS}"))
+            continue
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                evaluator = optuna.importance.FanovaImportanceEvaluator(seed=IMPORTANCE_SEED)
+                values = optuna.importance.get_param_importances(study, evaluator=evaluator)
+        except Exception as exc:  # e.g. every trial scored the same
+            reason = str(exc).splitlines()[0].rstrip(".") if str(exc) else type(exc).__name__
+            out.append((name, None, f"fANOVA failed: {reason}"))
+            continue
+        out.append((name, dict(values), f"fANOVA over {len(complete)} complete trials, seed {IMPORTANCE_SEED}"))
+    return out
+
+
+def size_plot(compared: pd.DataFrame, path: Path, title: str) -> plt.Figure:
+    """Validation AUC and accuracy against parameters, depth and width: trials by study, other runs, baselines."""
+    fig, axes = plt.subplots(2, 3, figsize=(14, 7.5), squeeze=False)
+    search = compared[~compared["is_baseline"]]
+    base = compared[compared["is_baseline"]]
+    studies = sorted(search["study"].dropna().unique())
+    colours = plt.get_cmap("tab10")
+    for row, metric in enumerate(("val_auc", "val_accuracy")):
+        for col, (size, name) in enumerate(SIZES):
+            ax = axes[row][col]
+            for i, study in enumerate(studies):
+                part = search[search["study"] == study].dropna(subset=[size, metric])
+                ax.scatter(part[size], part[metric], s=22, alpha=0.75, color=colours(i % 10), label=f"trials: {study}")
+            loose = search[search["study"].isna()].dropna(subset=[size, metric])  # `harness run ARCH`, reruns
+            if len(loose):
+                ax.scatter(loose[size], loose[metric], s=30, marker="D", color="dimgrey", label="other runs")
+            marked = base.dropna(subset=[size, metric])
+            if len(marked):
+                ax.scatter(marked[size], marked[metric], marker="*", s=220, color="crimson", edgecolor="black",
+                           zorder=5, label="baselines")  # fmt: skip
+            for _, b in marked.iterrows():
+                ax.annotate(b["label"], (b[size], b[metric]), textcoords="offset points", xytext=(6, 6), fontsize=8)
+            if size == "parameters":
+                ax.set_xscale("log")
+            elif size == "width":  # filters come in powers of two: label them plainly
+                ax.set_xscale("log", base=2)
+                ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+            ax.set_xlabel(name + (" (log)" if size in ("parameters", "width") else ""))
+            ax.set_ylabel(metric.replace("_", " "))
+            ax.grid(alpha=0.3)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="lower center", ncol=min(4, len(handles)), fontsize=9)
+    fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0.06, 1, 0.96))
+    save_figure(fig, path)
+    return fig
+
+
+def progress_plot(scope: pd.DataFrame, budget: str, best_baseline: float | None, path: Path) -> plt.Figure:
+    """Each study's best val AUC so far (compared budget only) against the search's cumulative epochs."""
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    search = scope[~scope["is_baseline"]].sort_values("created_at")
+    for study, part in search.groupby("study", sort=True):
+        epochs = part["epochs_run"].fillna(0).astype(float).cumsum()
+        scores = part["val_auc"].where((part["status"] == "complete") & (part["budget"] == budget))
+        # Carry the best forward over trials that do not count (pruned, or another budget, as Hyperband's
+        # short rounds are): the best so far stands until beaten, so the series is one unbroken line.
+        best = scores.astype(float).cummax().ffill()
+        if best.isna().all():
+            continue  # no complete trial of this study at the compared budget
+        counted = scores.notna().tolist()  # a marker for each trial that counts; the line carries the best on
+        ax.step(epochs, best, where="post", marker="o", markersize=4, markevery=counted, label=f"{study}: best so far")
+    if best_baseline is not None:
+        ax.axhline(best_baseline, color="crimson", linestyle="--", label=f"best baseline ({best_baseline:.4f})")
+    ax.set_xlabel("cumulative training epochs of the search (pruned and failed trials included)")
+    ax.set_ylabel("best validation AUC so far")
+    ax.grid(alpha=0.3)
+    integer_epochs(ax, [0, *search["epochs_run"].fillna(0).astype(float).cumsum()])
+    ax.margins(y=0.12)  # keep the best baseline's line off the frame
+    ax.legend(loc="lower right", fontsize=8)
+    save_figure(fig, path)
+    return fig
+
+
+def _importance_plot(name: str, values: dict[str, float], path: Path) -> None:
+    items = sorted(values.items(), key=lambda kv: kv[1])
+    fig, ax = plt.subplots(figsize=(7, 0.35 * len(items) + 1.2))
+    ax.barh([k for k, _ in items], [v for _, v in items], color="steelblue")
+    ax.set_xlabel("importance (fANOVA share of the variance in val AUC)")
+    ax.set_title(f"parameter importances: {name}")
+    save_figure(fig, path)
+
+
+def _fmt(value: Any, digits: int = 4, integer: bool = False) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if integer and isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return f"{int(value):,}"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    if isinstance(value, (int, np.integer)):
+        return f"{int(value):,}"
+    return str(value)
+
+
+def _table(frame: pd.DataFrame, columns: list[str]) -> list[str]:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for _, row in frame.iterrows():
+        cells = (_fmt(row[c], integer=c in INTEGER_COLUMNS).replace("|", "/") for c in columns)
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _scope(records: list[RunRecord], study: str | None) -> tuple[list[RunRecord], str | None]:
+    if not records:
+        raise HarnessError("no runs in the store yet: start with 'harness run baselines' and 'harness search'")
+    if study is not None:
+        mine = [r for r in records if r.study == study]
+        if not mine:
+            known = sorted({r.study for r in records if r.study})
+            raise HarnessError(f"no runs of study {study!r}; studies: {', '.join(known) or 'none yet'}")
+        dataset = mine[-1].dataset
+        return [r for r in records if r.dataset == dataset and (r.study == study or r.origin == "baseline")], dataset
+    dataset = records[-1].dataset
+    return [r for r in records if r.dataset == dataset], dataset
+
+
+def write_report(workspace: Workspace, study: str | None = None, html: bool = False) -> Path:
+    """Write report.md and its PNGs to <results>/report/ (or <results>/report-<study>/); return report.md's path.
+
+    With `html`, also report.html beside it: one self-contained page (see harness.reporting.html).
+    """
+    records = workspace.store().runs()
+    scoped, dataset = _scope(records, study)
+    folder = workspace.results / (f"report-{study}" if study else "report")
+    frame = runs_frame(scoped)
+    budget = choose_budget(frame)
+    compared = frame[(frame["budget"] == budget) & (frame["status"] == "complete")] if budget else frame.iloc[0:0]
+    evidence = judge(compared) if budget else None
+    synthetic = bool(frame["synthetic"].any())
+
+    written = dt.datetime.now().isoformat(timespec="seconds")
+    scope = f"Scope: {'study ' + study if study else 'every study'} with the baselines, on `{dataset}`"
+    store_text = f"Store: `{redact(workspace.storage_url)}`."
+    md: list[str] = ["# Does a bigger network do better?", ""]
+    md.append(
+        scope
+        + (" (**synthetic demo data**: the scores say nothing about cancer detection)" if synthetic else "")
+        + f". {store_text} Written {written}."
+    )
+    md += ["", "## Verdict", ""]
+    figures: list[Figure] = []  # the page's plots, in the report's order
+    if evidence is None:
+        verdict, sentence, detail = INCONCLUSIVE, "Inconclusive: no complete runs yet.", ""
+    else:
+        assert budget is not None  # judged only when a budget was chosen
+        verdict, sentence = evidence.verdict, evidence.sentence()
+        detail = f"Compared budget: {_budget_text(budget)}; {evidence.n} complete runs."
+    md.append(f"**{sentence}**")
+    md += ["", detail] if detail else []
+    md += ["", OBSERVATIONAL]
+    md += ["", "How the verdict is decided:", "", VERDICT_RULE, ""]
+
+    md += ["## Budgets", "", "Only runs that share a budget are compared; the others are listed here."]
+    if frame["is_ensemble"].any():
+        md.append("Ensembles blend other runs' predictions; with no epochs or size of their own, none is compared.")
+    md.append("")
+    budgets = frame.groupby("budget", sort=False).agg(
+        runs=("run_id", "size"),
+        complete=("status", lambda s: int((s == "complete").sum())),
+        baselines=("is_baseline", lambda s: int(s.sum())),
+    )
+    budgets["budget"] = [_budget_text(b) + (" (compared)" if b == budget else "") for b in budgets.index]
+    md += _table(budgets.reset_index(drop=True), ["budget", "runs", "complete", "baselines"])
+
+    if evidence is not None and budget is not None and len(compared):
+        size_plot(compared, folder / "size_vs_metric.png", f"validation metrics against size ({_budget_text(budget)})")
+        md += ["", "## Size against score", "", "![size against score](size_vs_metric.png)", ""]
+        size_caption = (
+            "Baselines are red stars; runs outside a study (`harness run ARCH`, reruns) are grey diamonds. Depth "
+            "counts conv layers; width is the most filters in one layer."
+        )
+        md.append(size_caption)
+        figures.append(Figure("Size against score", folder / "size_vs_metric.png", size_caption))
+        md += ["", "## Rank correlations (Spearman, bootstrap interval)", ""]
+        rows = []
+        for size in ("parameters", "depth", "width"):
+            for metric in ("val_auc", "val_accuracy"):
+                part = compared.dropna(subset=[size, metric])
+                c = bootstrap_spearman(part[size].astype(float), part[metric].astype(float))
+                rows.append({"size": size, "metric": metric, "n": c.n, "rho": c.rho, "low": c.low, "high": c.high})
+        md += _table(pd.DataFrame(rows), ["size", "metric", "n", "rho", "low", "high"])
+        md += ["", "The verdict uses the first row (parameters against val AUC); the others are context.", ""]
+        md += _best_section(evidence, compared)
+
+    md += ["## Parameter importances (Optuna)", ""]
+    optuna_studies = sorted({r.study for r in scoped if r.tuner == "optuna" and r.study})
+    if not optuna_studies:
+        md.append("No Optuna study in scope (KerasTuner studies and baselines have no importances here).")
+    for name, values, note in _importances(workspace.storage_url, optuna_studies):
+        if values:
+            image = f"importances-{name}.png"
+            _importance_plot(name, values, folder / image)
+            md += [f"### {name}", "", note + ".", "", f"![importances of {name}]({image})", ""]
+            figures.append(Figure(f"Parameter importances: {name}", folder / image, note + "."))
+            md += _table(pd.DataFrame({"parameter": list(values), "importance": list(values.values())}),
+                         ["parameter", "importance"])  # fmt: skip
+            md.append("")
+        else:
+            md += [f"- {name}: {note}."]
+    md.append("")
+
+    md += ["## Search progress", ""]
+    if budget is not None and (frame["origin"] == "search").any():
+        best_baseline = evidence.best_baseline["val_auc"] if evidence and evidence.best_baseline else None
+        progress_plot(frame, budget, best_baseline, folder / "best_so_far.png")
+        md += ["![best so far](best_so_far.png)", ""]
+        progress_caption = (
+            "Best validation AUC of complete trials at the compared budget, against the epochs trained so far."
+        )
+        md.append(progress_caption)
+        figures.append(Figure("Search progress", folder / "best_so_far.png", progress_caption))
+    else:
+        md.append("No search trials in scope yet: run `harness search`.")
+    md.append("")
+    write_text(folder / "report.md", "\n".join(md) + "\n")
+    if html:
+        ranked, notes = leaderboard_frame(scoped, frame)
+        page = Page(
+            scope=f"{scope}. {store_text} Markdown version: `report.md` beside this page.",
+            synthetic=synthetic,
+            verdict=verdict,
+            verdict_sentence=sentence,
+            verdict_detail=detail,
+            rule=VERDICT_RULE,
+            leaderboard=ranked,
+            ranking=RANKING,
+            notes=notes,
+            compared_budget=_budget_text(budget) if budget else None,
+            figures=figures,
+            curves=top_curves(ranked, scoped),
+            written=written,
+        )
+        write_page(page, folder / "report.html")
+    return folder / "report.md"
+
+
+RANKING = (
+    "The runs in scope ranked as `harness leaderboard` ranks them: those validated on the best run's validation "
+    "set, by validation accuracy, ties by validation AUC; unfinished runs after them, unranked. The budget "
+    "column's letters are spelled out under the table (the verdict compares one budget only)."
+)
+
+
+def leaderboard_frame(records: list[RunRecord], frame: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """`harness leaderboard`'s ranking of `records` (its default metric, its validation-set rule), with each run's
+    budget in words, and its notes on the runs it left out."""
+    board = comparable(rank(records, DEFAULT_BY), DEFAULT_BY)
+    budgets = dict(zip(frame["run_id"], frame["budget"], strict=True))
+    ranked = board.frame.assign(budget=[_budget_text(budgets[run]) for run in board.frame["run"]])
+    return ranked, board.notes()
+
+
+def top_curves(ranked: pd.DataFrame, records: list[RunRecord], top: int = TOP_CURVES) -> list[Figure]:
+    """The learning curves of the `top` best-ranked runs that have one (an ensemble trains nothing)."""
+    folders = {r.run_id: r.artifacts for r in records}
+    curves: list[Figure] = []
+    for _, row in ranked[ranked["rank"].notna()].iterrows():
+        folder = folders.get(row["run"])
+        path = Path(folder) / "learning_curve.png" if folder else None
+        if path is None or not path.is_file():
+            continue
+        caption = (
+            f"Rank {int(row['rank'])}: {row['architecture']} ({row['origin']}), val acc {row['val_accuracy']:.4f}, "
+            f"val AUC {row['val_auc']:.4f}. The dotted line marks the kept epoch (best val AUC)."
+        )
+        curves.append(Figure(f"#{int(row['rank'])} {row['run']}", path, caption))
+        if len(curves) == top:
+            break
+    return curves
+
+
+def _best_section(evidence: Evidence, compared: pd.DataFrame) -> list[str]:
+    md = ["## Best runs at this budget", ""]
+    top = compared.sort_values("val_auc", ascending=False)
+    picks = pd.concat([top[top["is_baseline"]].head(3), top[~top["is_baseline"]].head(5)])
+    md += _table(picks, ["label", "architecture", "parameters", "depth", "width", "val_auc", "val_accuracy", "run_id"])
+    md.append("")
+    return md

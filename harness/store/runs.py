@@ -1,0 +1,396 @@
+"""Run records in a SQL database (SQLAlchemy): the same URL that Optuna's studies use."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.exc import (
+    DatabaseError,
+    DBAPIError,
+    IntegrityError,
+    OperationalError,
+    ProgrammingError,
+    SQLAlchemyError,
+)
+
+from harness.errors import HarnessError
+
+# engine_url, engine_connect_args and redact are imported from here by older callers.
+from harness.store.database import (  # noqa: F401
+    create_engine,
+    engine_connect_args,
+    engine_url,
+    first_line,
+    open_error,
+    parse,
+    redact,
+)
+
+_T = TypeVar("_T")
+
+STATUSES = ("running", "complete", "pruned", "failed", "interrupted")
+
+metadata = sa.MetaData()
+runs_table = sa.Table(
+    "harness_runs",
+    metadata,
+    sa.Column("run_id", sa.String(120), primary_key=True),
+    sa.Column("status", sa.String(16), nullable=False, index=True),
+    sa.Column("architecture", sa.String(120), nullable=False),
+    sa.Column("origin", sa.String(32), nullable=False),
+    sa.Column("study", sa.String(200), index=True),
+    sa.Column("trial", sa.Integer),
+    sa.Column("tuner", sa.String(32)),
+    sa.Column("spec", sa.JSON, nullable=False),
+    sa.Column("hyperparameters", sa.JSON),
+    sa.Column("val_accuracy", sa.Float),
+    sa.Column("val_auc", sa.Float),
+    sa.Column("val_loss", sa.Float),
+    sa.Column("val_accuracy_std", sa.Float),
+    sa.Column("val_auc_std", sa.Float),
+    sa.Column("folds", sa.Integer),
+    sa.Column("tta", sa.Integer),
+    sa.Column("best_epoch", sa.Integer),
+    sa.Column("epochs_run", sa.Integer),
+    sa.Column("seconds", sa.Float),
+    sa.Column("images_per_second", sa.Float),
+    sa.Column("parameters", sa.BigInteger),
+    sa.Column("n_train", sa.Integer),
+    sa.Column("n_val", sa.Integer),
+    sa.Column("dataset", sa.Text),  # a path: PostgreSQL enforces VARCHAR lengths, SQLite does not
+    sa.Column("synthetic", sa.Boolean),
+    sa.Column("backend", sa.String(32)),
+    sa.Column("environment", sa.JSON),
+    sa.Column("artifacts", sa.Text),
+    sa.Column("submission", sa.Text),
+    sa.Column("error", sa.Text),
+    sa.Column("host", sa.String(255)),
+    sa.Column("pid", sa.Integer),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("updated_at", sa.DateTime, nullable=False),
+)
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One row of `harness_runs`."""
+
+    run_id: str
+    status: str
+    architecture: str
+    origin: str
+    spec: dict[str, Any]
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    study: str | None = None
+    trial: int | None = None
+    tuner: str | None = None
+    hyperparameters: dict[str, Any] | None = None
+    val_accuracy: float | None = None
+    val_auc: float | None = None
+    val_loss: float | None = None
+    val_accuracy_std: float | None = None
+    val_auc_std: float | None = None
+    folds: int | None = None
+    tta: int | None = None
+    best_epoch: int | None = None
+    epochs_run: int | None = None
+    seconds: float | None = None
+    images_per_second: float | None = None
+    parameters: int | None = None
+    n_train: int | None = None
+    n_val: int | None = None
+    dataset: str | None = None
+    synthetic: bool | None = None
+    backend: str | None = None
+    environment: dict[str, Any] | None = None
+    artifacts: str | None = None
+    submission: str | None = None
+    error: str | None = None
+    host: str | None = None
+    pid: int | None = None
+
+
+_COLUMNS = {f.name for f in fields(RunRecord)}
+_PATHS = ("artifacts", "submission")  # stored relative to the results folder
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
+def default_storage(results_dir: str | Path) -> str:
+    return f"sqlite:///{Path(results_dir).resolve() / 'harness.db'}"
+
+
+class StoreUnavailable(HarnessError):
+    """The run store cannot be reached or did not answer in time (a server down or frozen, a lock never released)."""
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class RunStore:
+    """Create, update and query run records. Every write is one transaction, so a crash leaves whole rows.
+
+    `root` is the results folder (by default a SQLite file's own folder): artifact paths are stored relative to it and
+    read back against the results folder of the command that reads them, so a moved folder, another working
+    directory or another machine still finds them.
+    """
+
+    def __init__(self, url: str, root: str | Path | None = None) -> None:
+        self.url = url
+        parsed = parse(url)
+        self.backend = parsed.get_backend_name()
+        if root is None and self.backend == "sqlite" and parsed.database not in (None, "", ":memory:"):
+            root = Path(str(parsed.database)).parent  # harness keeps its SQLite file in the results folder
+        self.root = Path(root) if root is not None else None
+        # What messages name: the file for SQLite, the URL without its password for a server.
+        self.where = parsed.database if self.backend == "sqlite" and parsed.database else redact(url)
+        if self.backend == "sqlite" and parsed.database:
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.engine = create_engine(url)
+            if self.backend == "sqlite":
+                sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+                self._check_sqlite_file()
+            for attempt in range(5):
+                try:
+                    metadata.create_all(self.engine)
+                    break
+                except (IntegrityError, ProgrammingError, OperationalError) as exc:
+                    # Processes starting together on a new database race to create the table (PostgreSQL raises
+                    # IntegrityError/ProgrammingError, SQLite "table already exists" or "locked"): look again. A
+                    # server that does not answer is not retried: its connect timeout has been spent already.
+                    racing = not isinstance(exc, OperationalError) or (
+                        self.backend == "sqlite" and any(w in str(exc.orig) for w in ("already exists", "locked"))
+                    )
+                    if attempt == 4 or not racing:
+                        raise
+                    time.sleep(0.5)
+            self._check_table()
+        except DatabaseError as exc:
+            if self._is_damage(exc):
+                raise self._damaged(exc) from None
+            raise HarnessError(f"cannot open the run store at {redact(url)}: {open_error(url, exc)}") from None
+        except (SQLAlchemyError, ModuleNotFoundError) as exc:
+            raise HarnessError(f"cannot open the run store at {redact(url)}: {open_error(url, exc)}") from None
+
+    def _check_sqlite_file(self) -> None:
+        """Refuse a damaged file before anything is trained or written into it (PRAGMA quick_check: one pass)."""
+        with self.engine.connect() as connection:
+            found = [row[0] for row in connection.exec_driver_sql("PRAGMA quick_check(3)")]
+        if found != ["ok"]:
+            problems = "; ".join(" ".join(str(p).split()) for p in found)
+            raise HarnessError(
+                f"the run store {self.where} is damaged (PRAGMA quick_check: {problems[:300]}): move it aside or "
+                "restore a copy; nothing was written to it"
+            )
+
+    def _is_damage(self, exc: BaseException) -> bool:
+        """SQLite's own words for a file it cannot read as a database."""
+        words = ("malformed", "not a database", "disk image")
+        return self.backend == "sqlite" and any(word in str(getattr(exc, "orig", exc)) for word in words)
+
+    def _damaged(self, exc: BaseException) -> HarnessError:
+        return HarnessError(
+            f"the run store {self.where} is damaged or not a SQLite database ({first_line(exc)}): move it aside or "
+            "restore a copy"
+        )
+
+    def _check_table(self) -> None:
+        """A `harness_runs` table made by another program is named, never written to or read as ours."""
+        have = {column["name"] for column in sa.inspect(self.engine).get_columns(runs_table.name)}
+        missing = [column.name for column in runs_table.columns if column.name not in have]
+        if missing:
+            more = f" and {len(missing) - 4} more" if len(missing) > 4 else ""
+            raise HarnessError(
+                f"table {runs_table.name} in {self.where} was not made by harness (it has no column "
+                f"{', '.join(missing[:4])}{more}): point --storage at another database"
+            )
+
+    def _call(self, doing: str, operation: Callable[[], _T]) -> _T:
+        """Run one database operation; whatever fails becomes one line that names the store.
+
+        A statement whose server connection broke under it (a restart) is tried once more on a new connection: the
+        engine waits for the server to come back, visibly and no longer than the wait limit (harness.store.database).
+        """
+        for attempt in (1, 2):
+            try:
+                return operation()
+            except IntegrityError:
+                raise  # a clash with a row that exists, not a store failure: callers tell a taken run id by it
+            except DBAPIError as exc:
+                if attempt == 1 and self.backend == "postgresql" and exc.connection_invalidated:
+                    continue
+                raise self._failure(doing, exc) from None
+            except (ValueError, UnicodeDecodeError) as exc:
+                if doing != "read":
+                    raise
+                # A stored value that no longer decodes (JSON, text): damage quick_check cannot see.
+                raise HarnessError(f"cannot read the run store {self.where}: a damaged record ({exc})") from None
+        raise AssertionError("unreachable")
+
+    def _failure(self, doing: str, exc: DBAPIError) -> HarnessError:
+        reason = first_line(exc)[:300]  # a damaged row's text can be long
+        if self._is_damage(exc):
+            return self._damaged(exc)
+        if isinstance(exc, OperationalError):
+            return StoreUnavailable(f"cannot {doing} the run store at {self.where}: {reason}")
+        return HarnessError(f"cannot {doing} the run store at {self.where}: {reason}")
+
+    def _write(self, statement: sa.Executable) -> None:
+        def write() -> None:
+            with self.engine.begin() as connection:
+                connection.execute(statement)
+
+        self._call("write to", write)
+
+    def _stored(self, values: dict[str, Any]) -> dict[str, Any]:
+        """Artifact paths as they are stored: relative to the results folder when inside it."""
+        if self.root is None:
+            return values
+        root = self.root.resolve()
+        for key in _PATHS:
+            if values.get(key):
+                path = Path(values[key]).resolve()
+                values[key] = path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
+        return values
+
+    def _record(self, row: Any) -> RunRecord:
+        """A row as a record, its artifact paths found under this command's results folder."""
+        record = RunRecord(**row)
+        if self.root is None:
+            return record
+        return dataclasses.replace(
+            record,
+            artifacts=self._locate(record.artifacts, record.run_id),
+            submission=self._locate(record.submission, record.run_id),
+        )
+
+    def _locate(self, stored: str | None, run_id: str) -> str | None:
+        """Where an artifact is now: under the results folder first; older records hold absolute paths or paths
+        relative to the folder harness ran from, so the part from `runs/<run_id>` on is looked for there too."""
+        if not stored or self.root is None:
+            return stored
+        path = Path(stored)
+        candidates = [] if path.is_absolute() else [self.root / path]
+        if run_id in path.parts:
+            candidates.append(self.root / "runs" / Path(*path.parts[path.parts.index(run_id) :]))
+        candidates.append(path)
+        found = next((c for c in candidates if c.exists()), candidates[0])
+        return str(found)
+
+    def start(self, run_id: str, **values: Any) -> None:
+        now = _now()
+        row = {"run_id": run_id, "status": "running", "host": socket.gethostname(), "pid": os.getpid()}
+        row |= {"created_at": now, "updated_at": now, **self._stored(values)}
+
+        def insert() -> None:
+            try:
+                with self.engine.begin() as connection:
+                    connection.execute(runs_table.insert().values(**row))
+            except IntegrityError:
+                # Tried again after a lost connection, the first insert may have landed: that row is this one.
+                mine = self._row(run_id)
+                if mine is None or (mine["host"], mine["pid"], mine["created_at"]) != (row["host"], row["pid"], now):
+                    raise
+
+        self._call("write to", insert)
+
+    def update(self, run_id: str, **values: Any) -> None:
+        unknown = set(values) - _COLUMNS
+        if unknown:
+            raise ValueError(f"unknown run record fields: {sorted(unknown)}")
+        if "status" in values and values["status"] not in STATUSES:
+            raise ValueError(f"unknown status {values['status']!r}")
+        values = self._stored(values)
+        self._write(runs_table.update().where(runs_table.c.run_id == run_id).values(updated_at=_now(), **values))
+
+    def _row(self, run_id: str) -> Any:
+        with self.engine.connect() as connection:
+            return connection.execute(sa.select(runs_table).where(runs_table.c.run_id == run_id)).mappings().first()
+
+    def has(self, run_id: str) -> bool:
+        def has() -> bool:
+            with self.engine.connect() as connection:
+                query = sa.select(runs_table.c.run_id).where(runs_table.c.run_id == run_id)
+                return connection.execute(query).first() is not None
+
+        return self._call("read", has)
+
+    def get(self, run_id: str) -> RunRecord:
+        row = self._call("read", lambda: self._row(run_id))
+        if row is None:
+            raise HarnessError(f"no run {run_id!r} in {redact(self.url)}")
+        return self._record(row)
+
+    def runs(self, study: str | None = None, status: str | None = None) -> list[RunRecord]:
+        self.reap_dead()
+        query = sa.select(runs_table).order_by(runs_table.c.created_at)
+        if study is not None:
+            query = query.where(runs_table.c.study == study)
+        if status is not None:
+            query = query.where(runs_table.c.status == status)
+
+        def read() -> list[RunRecord]:
+            with self.engine.connect() as connection:
+                return [self._record(row) for row in connection.execute(query).mappings()]
+
+        return self._call("read", read)
+
+    def fail_if_running(self, run_ids: list[str], error: str) -> int:
+        """Mark these runs failed, but only those still 'running' (another process may have finished one)."""
+        if not run_ids:
+            return 0
+        statement = (
+            runs_table.update()
+            .where(runs_table.c.run_id.in_(run_ids), runs_table.c.status == "running")
+            .values(status="failed", error=error, updated_at=_now())
+        )
+
+        def write() -> int:
+            with self.engine.begin() as connection:
+                return int(connection.execute(statement).rowcount or 0)
+
+        return self._call("write to", write)
+
+    def reap_dead(self) -> int:
+        """Mark 'running' records of processes that no longer exist on this host as failed; returns how many."""
+        host = socket.gethostname()
+        query = sa.select(runs_table.c.run_id, runs_table.c.pid).where(
+            runs_table.c.status == "running", runs_table.c.host == host
+        )
+
+        def read() -> list[str]:
+            with self.engine.connect() as connection:
+                return [r.run_id for r in connection.execute(query) if r.pid is not None and not _pid_alive(r.pid)]
+
+        dead = self._call("read", read)
+        for run_id in dead:
+            self.update(run_id, status="failed", error="the process running it ended without finishing (killed?)")
+        return len(dead)
+
+
+def _sqlite_pragmas(connection: Any, _record: Any) -> None:
+    # WAL lets readers (the leaderboard) work while a run writes.
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=60000")
+    cursor.close()

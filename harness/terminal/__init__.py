@@ -1,0 +1,1 @@
+"""What a terminal shows: the consoles, tables that fit, live progress."""

@@ -1,0 +1,269 @@
+"""One run: spec -> trained model -> metrics, predictions, artifacts and one stored record."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import secrets
+import time
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import pandas as pd
+from rich.console import Console
+
+from harness.atomic import atomic_path, write_text
+from harness.backend import environment, forget_traced_gradients
+from harness.config import RunSpec
+from harness.data import Dataset
+from harness.data.feed import ImageBatches
+from harness.data.splits import Split, make_splits
+from harness.errors import HarnessError, one_line
+from harness.ranking.submission import build_submission, write_submission
+from harness.reporting import plots
+from harness.store.runs import RunRecord, RunStore
+from harness.terminal.progress import Overall, display_label, epoch_progress
+from harness.training.augment import TTA_TRANSFORMS
+from harness.training.metrics import binary_metrics
+from harness.training.train import FitResult, build_core, compile_model, fit, model_input_shape, with_input_pipeline
+
+
+def new_run_id(architecture: str) -> str:
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{architecture}-{secrets.token_hex(3)}"
+
+
+@dataclass
+class Runner:
+    """Trains runs against one dataset and one store, writing artifacts under `results_dir/runs/<run_id>/`."""
+
+    dataset: Dataset
+    store: RunStore
+    results_dir: Path
+    progress: bool = True  # live bars on a terminal; False, or off a terminal: one plain line per epoch
+    console: Console | None = None
+    overall: Overall | None = None  # the whole job's ETA (all runs, all trials), shown beside each fit's
+    save_optimizer: bool = False  # keep the optimiser's state in model.keras (Adam: twice the weights' size)
+
+    def __post_init__(self) -> None:
+        self.results_dir = Path(self.results_dir)
+        self.console = self.console or Console(stderr=True)
+        self._splits: dict[Any, list[Split]] = {}
+
+    def splits_for(self, spec: RunSpec) -> list[Split]:
+        key = dataclasses.astuple(spec.data)
+        if key not in self._splits:
+            self._splits[key] = make_splits(self.dataset, spec.data)
+        return self._splits[key]
+
+    def run(
+        self,
+        spec: RunSpec,
+        callbacks: Sequence[keras.callbacks.Callback] = (),
+        hyperparameters: dict[str, Any] | None = None,
+        pruned_exceptions: tuple[type[BaseException], ...] = (),
+        run_id: str | None = None,
+    ) -> RunRecord:
+        """Train, evaluate and predict one spec. Failures are recorded and returned; pruning and Ctrl-C re-raise."""
+        run_id = run_id or new_run_id(spec.architecture)
+        folder = self.results_dir / "runs" / run_id
+        folder.mkdir(parents=True, exist_ok=True)
+        splits = self.splits_for(spec)
+        env = environment()
+        self.store.start(
+            run_id,
+            architecture=spec.architecture,
+            origin=spec.origin.kind,
+            study=spec.origin.study,
+            trial=spec.origin.trial,
+            tuner=spec.origin.tuner,
+            spec=spec.to_dict(),
+            hyperparameters=hyperparameters,
+            n_train=len(splits[0].train),
+            n_val=sum(len(s.val) for s in splits),
+            folds=len(splits),
+            tta=spec.training.tta,
+            dataset=str(self.dataset.root),
+            synthetic=self.dataset.synthetic,
+            backend=env["backend"],
+            environment=env,
+            artifacts=str(folder),
+        )
+        write_text(folder / "spec.json", json.dumps(spec.to_dict(), indent=2, default=str))
+        try:
+            values = self._cross_validate(spec, splits, folder, callbacks)
+        except KeyboardInterrupt:
+            self.store.update(run_id, status="interrupted", error="interrupted by the user (Ctrl-C)")
+            raise
+        except pruned_exceptions as exc:
+            self.store.update(run_id, status="pruned", error=one_line(exc) or "pruned")
+            raise
+        except Exception as exc:  # a failed run is recorded and the next one goes on
+            write_text(folder / "error.txt", traceback.format_exc())
+            self.store.update(run_id, status="failed", error=one_line(exc))
+        else:
+            self.store.update(run_id, status="complete", **values)
+        finally:
+            # Keep memory flat across many runs in one process (a 50-trial search, a list of architectures).
+            keras.backend.clear_session()
+            forget_traced_gradients()
+        return self.store.get(run_id)
+
+    def _cross_validate(
+        self, spec: RunSpec, splits: list[Split], folder: Path, callbacks: Sequence[keras.callbacks.Callback]
+    ) -> dict[str, Any]:
+        """Fit one model per split; out-of-fold validation predictions; test predictions averaged over models.
+
+        With one split this is a plain train/validation run. With K folds, every sampled image is predicted once
+        by the model that did not train on it, and the metrics are the mean and spread over folds.
+        """
+        train_set = self.dataset.train
+        assert train_set.labels is not None  # only the test set has none
+        val_probs: list[np.ndarray] = []
+        test_probs = np.zeros(len(self.dataset.test))
+        fold_metrics, fits = [], []
+        for k, split in enumerate(splits, start=1):
+            label = spec.architecture if len(splits) == 1 else f"{spec.architecture} fold {k}/{len(splits)}"
+            where = folder if len(splits) == 1 else folder / f"fold{k}"
+            model, result, probs = self._fit(spec, split, where, callbacks, label)
+            val_probs.append(probs)
+            fold_metrics.append(binary_metrics(train_set.labels[split.val], probs))
+            fits.append(result)
+            test_probs += predict(model, self.dataset.test.images, np.arange(len(self.dataset.test)), spec) / len(
+                splits
+            )
+            parameters = int(model.count_params())
+            del model
+            keras.backend.clear_session()
+
+        val_index = np.concatenate([s.val for s in splits])
+        probs = np.concatenate(val_probs)
+        labels = train_set.labels[val_index]
+        with atomic_path(folder / "val_predictions.csv") as tmp:
+            frame = pd.DataFrame({"id": train_set.ids[val_index], "label": labels, "probability": probs})
+            if len(splits) > 1:
+                frame["fold"] = np.repeat(np.arange(1, len(splits) + 1), [len(s.val) for s in splits])
+            frame.to_csv(tmp, index=False, float_format="%.6f")
+        plots.roc(labels, probs, f"{spec.architecture} ({folder.name})", folder / "roc.png")
+        submission = build_submission(list(self.dataset.test.ids), test_probs, self.dataset.submission_ids)
+        write_submission(submission, folder / "submission.csv", self.dataset.submission_ids)
+
+        spread = pd.DataFrame(fold_metrics)
+        values: dict[str, Any] = {key: float(spread[key].mean()) for key in spread}
+        if not np.isfinite(values["val_auc"]):  # a complete run always has a score it can be ranked by
+            raise ValueError("validation AUC is undefined: the validation set holds one label only")
+        if len(splits) > 1:
+            values["val_accuracy_std"] = float(spread["val_accuracy"].std(ddof=1))
+            values["val_auc_std"] = float(spread["val_auc"].std(ddof=1))
+        seconds = sum(f.seconds for f in fits)
+        return {
+            **values,
+            "best_epoch": int(np.median([f.best_epoch for f in fits])),
+            "epochs_run": max(f.epochs_run for f in fits),
+            "seconds": seconds,
+            "images_per_second": float(np.mean([f.images_per_second for f in fits])),
+            "parameters": parameters,
+            "submission": str(folder / "submission.csv"),
+        }
+
+    def _fit(
+        self, spec: RunSpec, split: Split, folder: Path, callbacks: Sequence[keras.callbacks.Callback], label: str
+    ) -> tuple[keras.Model, FitResult, np.ndarray]:
+        """Build, fit and save one model; return it, its fit and its validation probabilities."""
+        keras.backend.clear_session()
+        keras.utils.set_random_seed(spec.seed)
+        augment = spec.training.augment
+        # The architecture's layers compute in the run's precision; the pipeline's input and the output stay float32.
+        core = build_core(spec.architecture, spec.training.precision, model_input_shape(augment), **spec.arch_kwargs)
+        model = compile_model(with_input_pipeline(core, augment, spec.seed), spec.training)
+        train_set = self.dataset.train
+        batch = spec.training.batch_size
+        train = ImageBatches(
+            train_set.images,
+            split.train,
+            train_set.labels,
+            batch,
+            shuffle=True,
+            seed=spec.seed,
+            steps=spec.training.steps_per_epoch,
+        )
+        val = ImageBatches(train_set.images, split.val, train_set.labels, batch)
+        shown = display_label(label, spec.origin.study, spec.origin.trial)
+        assert self.console is not None
+        extra = [*callbacks, epoch_progress(shown, spec.training.epochs, self.console, self.progress, self.overall)]
+        result = fit(model, train, val, spec.training, extra)
+
+        probs = predict(model, train_set.images, split.val, spec)
+        folder.mkdir(parents=True, exist_ok=True)
+        with atomic_path(folder / "model.keras") as tmp:
+            # The same layers as an uncompiled model: weights only, no optimiser slots (seed_model1: 145 MB, not 436).
+            (model if self.save_optimizer else keras.Model(model.inputs, model.outputs, name=model.name)).save(tmp)
+        with atomic_path(folder / "history.csv") as tmp:
+            result.history.to_csv(tmp, index=False)
+        plots.learning_curve(
+            result.history, f"{label} ({folder.name})", folder / "learning_curve.png", result.best_epoch
+        )
+        return model, result, probs
+
+
+def predict(model: keras.Model, images: np.ndarray, indices: np.ndarray, spec: RunSpec) -> np.ndarray:
+    """Probabilities for `images[indices]`, in that order, in large batches, averaged over the spec's TTA."""
+    return predict_probabilities(model, images, indices, spec.training.predict_batch_size, spec.training.tta)
+
+
+def predict_probabilities(
+    model: keras.Model,
+    images: np.ndarray,
+    indices: np.ndarray,
+    batch_size: int = 512,
+    tta: int = 1,
+    two_class_softmax: bool = False,
+) -> np.ndarray:
+    """The mean probability over the TTA views of `images[indices]`, in their order, one predict_on_batch a batch.
+
+    The model must output one probability per image, (N, 1) or (N,); with `two_class_softmax`, a (N, 2) softmax
+    is also taken, as its column 1 (class 1). Any other output is a HarnessError naming its shape: several values
+    per image are never flattened into the list of probabilities.
+
+    A plain loop rather than `model.predict`: on TensorFlow's CPU build, predict's input pipeline stalled for
+    seconds at random (half the throughput in 2 of 5 calls, measured on seed_model2). The last batch is padded
+    to full size, so no second shape is traced (TensorFlow) or compiled (JAX).
+    """
+    total = np.zeros(len(indices))
+    for k in TTA_TRANSFORMS[tta]:
+        batches = ImageBatches(images, indices, batch_size=batch_size, transform=k)
+        for i in range(len(batches)):
+            x = batches[i]
+            n = len(x)
+            if n < batch_size and len(batches) > 1:
+                x = np.concatenate([x, np.zeros((batch_size - n, *x.shape[1:]), dtype=x.dtype)])
+            probs = _one_probability_per_image(model.predict_on_batch(x), len(x), two_class_softmax)
+            total[i * batch_size : i * batch_size + n] += probs[:n]
+    return total / len(TTA_TRANSFORMS[tta])
+
+
+def _one_probability_per_image(output: Any, n: int, two_class_softmax: bool) -> np.ndarray:
+    """The (n,) probabilities in one batch's model output, or a HarnessError that names the output's shape."""
+    if isinstance(output, dict | list | tuple):
+        values = list(output.values()) if isinstance(output, dict) else list(output)
+        if len(values) != 1:
+            raise HarnessError(f"the model has {len(values)} outputs; one probability per image is needed")
+        output = values[0]
+    probs = np.asarray(output, dtype=np.float64)
+    shape = "(" + ", ".join(["N", *map(str, probs.shape[1:])]) + ")"
+    if probs.ndim < 1 or len(probs) != n:
+        raise HarnessError(f"the model output has shape {probs.shape} for a batch of {n} images")
+    if probs.ndim == 2 and probs.shape[1] == 2 and two_class_softmax:
+        if not np.allclose(probs.sum(axis=1), 1.0, atol=1e-2):  # two sigmoids, or logits: column 1 means nothing
+            raise HarnessError("the model output has shape (N, 2), but its rows do not sum to 1: not a softmax")
+        return probs[:, 1]
+    if probs.ndim == 2 and probs.shape[1] == 1:
+        return probs[:, 0]
+    if probs.ndim != 1:
+        allowed = "(N, 1), (N,) or a two-class softmax (N, 2)" if two_class_softmax else "(N, 1) or (N,)"
+        raise HarnessError(f"the model output has shape {shape}, not one probability per image: {allowed}")
+    return probs

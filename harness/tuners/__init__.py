@@ -1,1 +1,0 @@
-"""Search engines: Optuna and KerasTuner drive the same spaces, and every trial goes through `Runner.run`."""
