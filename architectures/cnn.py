@@ -96,13 +96,39 @@ def cnn_gmacs(
     return total / 1e9
 
 
-def cnn_cost(**kwargs: Any) -> Cost:
-    """The family's cost without building it: the one cost function of `cnn`, for search spaces, scaling studies and
-    reports (a test checks it against the built model)."""
-    return Cost(parameters=cnn_parameters(**kwargs), gmacs=cnn_gmacs(**kwargs))
+def cnn_cost(
+    widths: Sequence[int] = (32,),
+    convs: Sequence[int] = (2,),
+    input_shape: tuple[int, int, int] = (96, 96, 3),
+    padding: str = "valid",
+    **kwargs: Any,
+) -> Cost:
+    """The family's one cost function, without building it: for search spaces, scaling studies and reports (a test
+    checks it against the built model). Refuses, as the builder does, a point whose feature map vanishes."""
+    check_point(widths, convs, input_shape, padding)
+    point = {"widths": widths, "convs": convs, "input_shape": input_shape, "padding": padding, **kwargs}
+    return Cost(
+        parameters=cnn_parameters(**point),
+        gmacs=cnn_gmacs(**point),
+        feature_map=feature_map_size(min(input_shape[:2]), convs, padding),
+        depth=int(sum(convs)),
+        width=int(max(widths)),
+    )
 
 
-@ARCHITECTURES.register("cnn", baseline=False, cost=cnn_cost)
+def check_point(widths: Sequence[int], convs: Sequence[int], input_shape: tuple[int, int, int], padding: str) -> None:
+    """A ValueError that says why `cnn` cannot be built at this point."""
+    if len(widths) != len(convs) or not widths:
+        raise ValueError(f"widths {list(widths)} and convs {list(convs)} must be non-empty and of equal length")
+    if min(convs) < 1:
+        raise ValueError(f"every block needs at least one conv, got {list(convs)}")
+    if padding not in PADDINGS:
+        raise ValueError(f"padding must be one of {', '.join(PADDINGS)}, got {padding!r}")
+    if feature_map_size(min(input_shape[:2]), convs, padding) < 1:
+        raise ValueError(f"{len(convs)} blocks of {list(convs)} convs shrink a {input_shape[0]}px input below 1x1")
+
+
+@ARCHITECTURES.register("cnn", cost=cnn_cost)
 def cnn(
     input_shape: tuple[int, int, int] = (96, 96, 3),
     widths: Sequence[int] = (32,),
@@ -116,14 +142,7 @@ def cnn(
     name: str = "cnn",
 ) -> keras.Model:
     """Plain CNN: blocks of 3x3 convs + max-pool (+ batch norm), then flatten and a dense head."""
-    if len(widths) != len(convs) or not widths:
-        raise ValueError(f"widths {list(widths)} and convs {list(convs)} must be non-empty and of equal length")
-    if min(convs) < 1:
-        raise ValueError(f"every block needs at least one conv, got {list(convs)}")
-    if padding not in PADDINGS:
-        raise ValueError(f"padding must be one of {', '.join(PADDINGS)}, got {padding!r}")
-    if feature_map_size(min(input_shape[:2]), convs, padding) < 1:
-        raise ValueError(f"{len(convs)} blocks of {list(convs)} convs shrink a {input_shape[0]}px input below 1x1")
+    check_point(widths, convs, input_shape, padding)
     layers: list[keras.layers.Layer] = [keras.Input(shape=input_shape)]
     for block, (width, count) in enumerate(zip(widths, convs, strict=True)):
         for i in range(count):

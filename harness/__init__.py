@@ -1,3 +1,29 @@
-"""harness: an AutoML and benchmark harness for Kaggle's Histopathologic Cancer Detection."""
+"""harness: an AutoML and benchmark harness for Kaggle's Histopathologic Cancer Detection.
+
+The Python API, the layer the `harness` command shares (see harness.api)::
+
+    import harness
+    harness.run("baselines", data="kaggle", sample=2000, epochs=1)
+    harness.search(trials=10, data="kaggle", sample=2000, epochs=1)
+    harness.leaderboard(data="kaggle", by="val_auc")  # a pandas DataFrame
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+# Imported on first use: `import harness` stays cheap (no Keras, no backend) until a function is called.
+__all__ = ["ensemble", "leaderboard", "plan", "predict", "rank_runs", "report", "run", "scale", "search", "workspace"]
+
+if TYPE_CHECKING:
+    from harness.api import ensemble, leaderboard, plan, predict, rank_runs, report, run, scale, search, workspace
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        from harness import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'harness' has no attribute {name!r}")

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import socket
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.data import _TMP_PREFIX, _survey
+from harness.data.cache import dead_build_pid, discard_folder
+from harness.data.layout import survey
 from harness.errors import HarnessError
 from harness.ranking.leaderboard import DEFAULT_BY, rank
 from harness.store.runs import RunRecord
@@ -64,25 +62,9 @@ def current_fingerprint(folder: Path) -> str | None:
     """The cache name `load_dataset` gives `folder` as it is now (from the CSVs and every image's name, size and
     mtime; nothing is decoded), or None when the folder cannot be loaded and so has no cache in use."""
     try:
-        return _survey(folder).fingerprint
+        return survey(folder).fingerprint
     except (HarnessError, OSError):
         return None
-
-
-def _dead_build(entry: Path) -> int | None:
-    """The pid of the build that left this temporary cache folder on this host, when that process has ended."""
-    host = socket.gethostname()
-    name = entry.name
-    if not name.startswith(_TMP_PREFIX) or f"-{host}-" not in name:
-        return None
-    try:
-        pid = int(name.rsplit("-", 2)[-2])
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return pid
-    except (ValueError, PermissionError, IndexError):
-        return None
-    return None
 
 
 def plan_caches(cache_root: Path, folders: Iterable[Path]) -> Plan:
@@ -106,7 +88,7 @@ def plan_caches(cache_root: Path, folders: Iterable[Path]) -> Plan:
             else:
                 why = "stale decode cache: no data folder the runs used (nor --data, nor the demo) matches it now"
                 remove.append(Item(entry, size_of(entry), why))
-        elif (pid := _dead_build(entry)) is not None:
+        elif (pid := dead_build_pid(entry)) is not None:
             remove.append(Item(entry, size_of(entry), f"left by a cache build that ended (process {pid})"))
     return Plan(remove, keep)
 
@@ -148,8 +130,6 @@ def delete(item: Item) -> None:
     if not path.exists():
         return
     if path.is_dir() and not path.is_symlink():
-        aside = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}old-", dir=path.parent))
-        os.replace(path, aside / "old")
-        shutil.rmtree(aside, ignore_errors=True)
+        discard_folder(path)
     else:
         path.unlink()

@@ -8,10 +8,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness.errors import ConfigError
+from harness.settings import knob, minutes, positive_int, seed_number
 
-PROTOCOLS = ("seed", "stratified")
-OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
+PROTOCOLS = ("seed", "stratified", "grouped")
+# The optimisers by name, each with its keras.optimizers class: the one list (flags, spaces, training read it).
+OPTIMIZERS = {"adam": "Adam", "adamw": "AdamW", "rmsprop": "RMSprop", "sgd": "SGD"}
 PRECISIONS = ("float32", "mixed", "mixed_bfloat16")
+LR_SCHEDULES = ("constant", "cosine", "one-cycle")  # harness.training.schedules
 
 
 @dataclass(frozen=True)
@@ -36,17 +39,34 @@ CROPS = ("random", "centre")
 class AugmentConfig:
     """Training-time augmentation: on the device, as Keras layers, so the feed stays uint8 on every backend."""
 
-    dihedral: bool = False  # the 8 flips and 90-degree rotations
-    brightness: float = 0.0  # max shift, as a fraction of the 0..255 range
-    contrast: float = 0.0  # max relative change
-    hue: float = 0.0  # max hue rotation, as a fraction of the colour circle
-    crop: str | None = None  # "random" in training and centre at inference, or always "centre"
-    crop_size: int = 72
+    dihedral: bool = field(default=False, metadata=knob("random flips and 90-degree rotations in training"))
+    brightness: float = field(  # a fraction of the 0..255 range
+        default=0.0, metadata=knob("random brightness shift up to F (0..1)", metavar="F")
+    )
+    contrast: float = field(default=0.0, metadata=knob("random contrast change up to F (0..1)", metavar="F"))
+    hue: float = field(default=0.0, metadata=knob("random hue rotation up to F of the colour circle", metavar="F"))
+    crop: str | None = field(
+        default=None, metadata=knob("crop to --crop-size: random (centre at test) or centre", choices=CROPS)
+    )
+    crop_size: int = field(default=72, metadata=knob("crop side (default 72)", metavar="PX", parse=positive_int))
+    hed: float = field(
+        default=0.0,
+        metadata=knob(
+            "HED stain jitter (Tellez et al. 2019): scale each stain's optical density by 1 +- S (0..1)", metavar="S"
+        ),
+    )
+    hed_shift: float | None = field(
+        default=None,
+        metadata=knob("HED stain jitter: shift each stain's optical density by +- B (default: --hed's S)", metavar="B"),
+    )
+    saturation: float = field(default=0.0, metadata=knob("random HSV saturation scale 1 +- F (0..1)", metavar="F"))
 
     def __post_init__(self) -> None:
-        for name in ("brightness", "contrast", "hue"):
+        for name in ("brightness", "contrast", "hue", "hed", "saturation"):
             if not 0 <= getattr(self, name) < 1:
                 raise ConfigError(f"--{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.hed_shift is not None and not 0 <= self.hed_shift < 1:
+            raise ConfigError(f"--hed-shift must be in [0, 1), got {self.hed_shift}")
         if self.crop is not None and self.crop not in CROPS:
             raise ConfigError(f"--crop must be one of {', '.join(CROPS)}, got {self.crop!r}")
         if not 32 <= self.crop_size <= 96:
@@ -54,33 +74,122 @@ class AugmentConfig:
 
     @property
     def active(self) -> bool:
-        return self.dihedral or bool(self.brightness or self.contrast or self.hue or self.crop)
+        colour = self.brightness or self.contrast or self.hue or self.hed or self.stain_shift or self.saturation
+        return self.dihedral or bool(colour or self.crop)
+
+    @property
+    def stain_shift(self) -> float:
+        """The HED jitter's optical-density shift: hed_shift where given, else the same strength as the scale."""
+        return self.hed if self.hed_shift is None else self.hed_shift
 
 
 @dataclass(frozen=True)
 class TrainingConfig:
     """How one model is fitted. The seed notebook's values are each baseline's defaults."""
 
-    epochs: int = 10
-    batch_size: int = 50
-    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    epochs: int = field(
+        default=10, metadata=knob("epochs per model (default: each model's own)", parse=positive_int, budget=True)
+    )
+    batch_size: int = field(
+        default=50, metadata=knob("training batch size (default: each model's own, 50)", parse=positive_int)
+    )
+    optimizer: OptimizerConfig = field(  # a search space chooses it per trial
+        default_factory=OptimizerConfig, metadata=knob("optimiser", cli=False, study="the space chooses the optimiser")
+    )
     # Training stops after the epoch in which this many seconds have passed (None: no limit).
-    time_limit: float | None = None
-    predict_batch_size: int = 256  # large enough to keep a GPU busy; 512 wide same-padded maps cost GBs on a CPU
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    time_limit: float | None = field(
+        default=None,
+        metadata=knob(
+            "stop a model's training after this long",
+            metavar="MINUTES",
+            parse=minutes,
+            study="every trial trains for --epochs; see --timeout",
+        ),
+    )
+    predict_batch_size: int = field(  # large enough to keep a GPU busy; 512 wide same-padded maps cost GBs on a CPU
+        default=256, metadata=knob("prediction batch size", cli=False)
+    )
+    augment: AugmentConfig = field(
+        default_factory=AugmentConfig,
+        metadata=knob(
+            "shorthand: --dihedral --brightness .1 --contrast .1 --hue .02",
+            budget=True,
+            preset={"dihedral": True, "brightness": 0.1, "contrast": 0.1, "hue": 0.02},
+        ),
+    )
     # Test-time augmentation: average predictions over this many dihedral transforms (1 = off).
-    tta: int = 1
+    tta: int = field(
+        default=1,
+        metadata=knob(
+            "test-time augmentation: average over this many dihedral transforms (default 1: off)",
+            choices=(1, 2, 4, 8),
+            budget=True,
+            absent=1,
+        ),
+    )
     # Training batches whose statistics BatchNorm's population estimates are recomputed from before each
     # validation (0 = off: Keras' running averages, as the notebook). See train.RecalibrateBatchNorm.
-    precise_bn: int = 20
+    precise_bn: int = field(
+        default=20,
+        metadata=knob(
+            "recompute BatchNorm statistics from B training batches before each validation (0: off, as the notebook)",
+            metavar="B",
+            budget=True,
+            absent=0,  # records from before it existed trained without it
+        ),
+    )
     # Dtype policy of the architecture's layers: "mixed" computes in float16 (GPUs with tensor cores),
     # "mixed_bfloat16" in bfloat16 (CPUs with AVX512-BF16 or AMX, TPUs); the output layer stays float32.
-    precision: str = "float32"
+    precision: str = field(
+        default="float32",
+        metadata=knob(
+            "compute dtype: mixed = float16 (GPUs), mixed_bfloat16 (AVX512-BF16 CPUs, TPUs); output stays float32",
+            choices=PRECISIONS,
+        ),
+    )
     # At most this many training batches an epoch (None: a full pass); a scaling study's equal-compute budget
     # uses it to give a large model a fraction of an epoch.
-    steps_per_epoch: int | None = None
+    steps_per_epoch: int | None = field(
+        default=None, metadata=knob("training batches per epoch (default: a full pass)", cli=False, budget=True)
+    )
+    # The tunable recipe (harness.training.schedules, train.compile_model): each default is the notebook's.
+    lr_schedule: str = field(
+        default="constant",
+        metadata=knob(
+            "learning-rate schedule over the run's steps: constant, cosine (to 0) or one-cycle (from lr/25 up to lr,"
+            " then down to lr/1e4); each after --warmup-epochs or --warmup-fraction",
+            choices=LR_SCHEDULES,
+        ),
+    )
+    warmup_epochs: float = field(
+        default=0.0, metadata=knob("linear learning-rate warmup over E epochs (fractions allowed)", metavar="E")
+    )
+    warmup_fraction: float = field(
+        default=0.0, metadata=knob("linear learning-rate warmup over a fraction F of all steps", metavar="F")
+    )
+    weight_decay: float | None = field(
+        default=None,
+        metadata=knob("decoupled weight decay (default: the optimiser's own; AdamW 0.004, others none)", metavar="WD"),
+    )
+    label_smoothing: float = field(
+        default=0.0, metadata=knob("binary cross-entropy label smoothing: targets S/2 and 1 - S/2", metavar="S")
+    )
+    ema: bool = field(
+        default=False,
+        metadata=knob("average the weights over steps (Keras' use_ema); validation and the saved model use it"),
+    )
+    ema_momentum: float = field(default=0.99, metadata=knob("momentum of --ema's moving average", metavar="M"))
+    # A pretrained backbone (architectures.applications) trains frozen this many epochs, then fine-tunes.
+    freeze_epochs: int = field(
+        default=0,
+        metadata=knob("train the head only (backbone frozen) N epochs, then all at --finetune-lr", metavar="N"),
+    )
+    finetune_lr: float = field(
+        default=0.1, metadata=knob("the fine-tuning learning rate, as a fraction F of the first phase's", metavar="F")
+    )
 
     def __post_init__(self) -> None:
+        self._check_recipe()
         if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
             raise ConfigError(f"steps per epoch must be at least 1, got {self.steps_per_epoch}")
         if self.precision not in PRECISIONS:
@@ -91,6 +200,28 @@ class TrainingConfig:
             raise ConfigError(f"batch size must be at least 1, got {self.batch_size}")
         if self.tta not in (1, 2, 4, 8):
             raise ConfigError(f"--tta must be 1, 2, 4 or 8, got {self.tta}")
+
+    def _check_recipe(self) -> None:
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ConfigError(f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
+        if not 0 <= self.warmup_epochs <= self.epochs:
+            raise ConfigError(f"--warmup-epochs must be from 0 to --epochs ({self.epochs}), got {self.warmup_epochs}")
+        if not 0 <= self.warmup_fraction < 1:
+            raise ConfigError(f"--warmup-fraction must be in [0, 1), got {self.warmup_fraction}")
+        if self.warmup_epochs and self.warmup_fraction:
+            raise ConfigError("give --warmup-epochs or --warmup-fraction, not both")
+        if self.weight_decay is not None and not 0 <= self.weight_decay < 1:
+            raise ConfigError(f"--weight-decay must be in [0, 1), got {self.weight_decay}")
+        if self.weight_decay is not None and "weight_decay" in self.optimizer.kwargs:
+            raise ConfigError("--weight-decay: the optimizer's own arguments already set weight_decay")
+        if not 0 <= self.label_smoothing < 0.5:
+            raise ConfigError(f"--label-smoothing must be in [0, 0.5), got {self.label_smoothing}")
+        if not 0 < self.ema_momentum < 1:
+            raise ConfigError(f"--ema-momentum must be in (0, 1), got {self.ema_momentum}")
+        if not 0 <= self.freeze_epochs < self.epochs:
+            raise ConfigError(f"--freeze-epochs must be below --epochs ({self.epochs}), got {self.freeze_epochs}")
+        if not 0 < self.finetune_lr <= 1:
+            raise ConfigError(f"--finetune-lr must be in (0, 1], got {self.finetune_lr}")
 
 
 STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")  # a file, table and URL-safe name
@@ -117,12 +248,41 @@ def check_seed(seed: int) -> int:
 class DataConfig:
     """Which labelled images a run sees and how they are split."""
 
-    protocol: str = "seed"
-    sample: int | None = None
-    seed: int = 101
-    val_fraction: float = 0.15
-    folds: int = 1  # K > 1: K-fold cross-validation, every image validated once (out of fold)
-    near_duplicates: bool = True  # stratified protocol: keep near-duplicate images on one side too
+    protocol: str = field(default="seed", metadata=knob("split (default: seed)", choices=PROTOCOLS, budget=True))
+    sample: int | None = field(
+        default=None,
+        metadata=knob("use a stratified subset of N labelled images", metavar="N", parse=positive_int, budget=True),
+    )
+    seed: int = field(
+        default=101,
+        metadata=knob(
+            "random seed for the sample, split and weights (0 to 4294967295)", parse=seed_number, budget=True
+        ),
+    )
+    val_fraction: float = field(default=0.15, metadata=knob("validation fraction", cli=False))
+    folds: int = field(  # K > 1: K-fold cross-validation, every image validated once (out of fold)
+        default=1,
+        metadata=knob(
+            "K-fold cross-validation (needs --protocol stratified or grouped); metric = mean ± std over folds",
+            metavar="K",
+            parse=positive_int,
+            budget=True,
+            absent=1,
+        ),
+    )
+    near_duplicates: bool = field(  # stratified protocol: keep near-duplicate images on one side too
+        default=True, metadata=knob("keep near-duplicate images on one side of the split", cli=False)
+    )
+    group_size: int = field(  # --protocol grouped: see harness.data.slide_groups
+        default=100,
+        metadata=knob(
+            "--protocol grouped: about N images per approximate slide group (stain clusters)",
+            metavar="N",
+            parse=positive_int,
+            budget=True,
+            absent=100,
+        ),
+    )
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
@@ -133,8 +293,12 @@ class DataConfig:
             raise ConfigError(f"validation fraction must be in (0, 1), got {self.val_fraction}")
         if self.folds < 1:
             raise ConfigError(f"--folds must be at least 1, got {self.folds}")
-        if self.folds > 1 and self.protocol != "stratified":
-            raise ConfigError("--folds needs --protocol stratified: the seed protocol is one fixed 85/15 split")
+        if self.folds > 1 and self.protocol == "seed":
+            raise ConfigError(
+                "--folds needs --protocol stratified or grouped: the seed protocol is one fixed 85/15 split"
+            )
+        if self.group_size < 1:
+            raise ConfigError(f"--group-size must be at least 1, got {self.group_size}")
         check_seed(self.seed)
 
 

@@ -1,51 +1,101 @@
-"""Name -> builder registries, filled by decorators and discovered by importing every module of a package."""
+"""Name -> typed entry registries, filled by decorators and discovered by importing every module of a package."""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib
 import pkgutil
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from harness.errors import HarnessError
+
+if TYPE_CHECKING:
+    from harness.config import TrainingConfig
+    from harness.cost import Cost
+
+_BASE_FIELDS = ("name", "builder", "description")
 
 
 @dataclass(frozen=True)
 class Entry:
-    """One registered builder with its metadata (defaults, description, tags)."""
+    """One registered builder: its name, the function and the first line of its docstring."""
 
     name: str
     builder: Callable[..., Any]
     description: str
-    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        """The registered fields by name (callers that read `entry.meta[...]`)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in _BASE_FIELDS}
 
 
-class Registry:
-    """A name -> Entry map. Modules of `package` are imported on first use, so one file adds one entry."""
+@dataclass(frozen=True)
+class ArchitectureEntry(Entry):
+    """An architecture: a builder of an uncompiled keras.Model ending in one sigmoid."""
 
-    def __init__(self, kind: str, package: str) -> None:
+    baseline: bool = False  # one of the notebook's models: `harness run baselines` trains it
+    training: TrainingConfig | None = None  # its own recipe (None: TrainingConfig's defaults)
+    cost: Callable[..., Cost] | None = None  # its cost without building it (None: measured on a built model)
+    cost_tolerance: float = 0.0  # relative error of `cost`'s parameter count that the contract test allows
+    cnn_point: Mapping[str, Any] | None = None  # the `cnn` keyword arguments it equals (a scaling study's base)
+    test: bool = False  # registered by a test: no contract test runs over it
+
+
+@dataclass(frozen=True)
+class SearchSpaceEntry(Entry):
+    """A search space: a function of a tuner's `Suggest` that returns a `Sample` or raises InvalidConfiguration."""
+
+    widens: str = ""  # the architecture it varies; required (a never-built trial is stored under it)
+    test: bool = False
+
+
+E = TypeVar("E", bound=Entry)
+
+
+class Registry(Generic[E]):
+    """A name -> entry map. Modules of `package` are imported on first use, so one file adds one entry."""
+
+    def __init__(self, kind: str, package: str, entry_type: type[E]) -> None:
         self.kind = kind
         self.package = package
-        self._entries: dict[str, Entry] = {}
+        self.entry_type = entry_type
+        self._entries: dict[str, E] = {}
         self._discovered = False
 
-    def register(self, name: str | None = None, **meta: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    def register(self, name: str | None = None, **fields: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """Decorator: register `builder` under `name` (default: its own name) with the entry type's fields."""
+
         def decorate(builder: Callable[..., Any]) -> Callable[..., Any]:
             key = name or builder.__name__
             if key in self._entries and self._entries[key].builder is not builder:
-                raise ValueError(f"{self.kind} {key!r} is registered twice")
+                raise HarnessError(f"{self.kind} {key!r} is registered twice")
+            known = [f.name for f in dataclasses.fields(self.entry_type) if f.name not in _BASE_FIELDS]
+            unknown = sorted(set(fields) - set(known))
+            if unknown:
+                raise HarnessError(
+                    f"{self.kind} {key!r}: unknown field {', '.join(unknown)}; known: {', '.join(known)}"
+                )
+            self._check(key, fields)
             doc = (builder.__doc__ or "").strip().splitlines()
-            self._entries[key] = Entry(key, builder, doc[0] if doc else "", dict(meta))
+            self._entries[key] = self.entry_type(key, builder, doc[0] if doc else "", **fields)
             return builder
 
         return decorate
 
+    def _check(self, key: str, fields: dict[str, Any]) -> None:
+        if self.entry_type is SearchSpaceEntry and not (isinstance(fields.get("widens"), str) and fields["widens"]):
+            raise HarnessError(
+                f"search space {key!r} does not say which architecture it widens: register it with widens=NAME"
+            )
+
     @contextlib.contextmanager
-    def override(self) -> Iterator[Registry]:
+    def override(self) -> Iterator[Registry[E]]:
         """Register into a copy for the duration of a `with` block (tests): afterwards the entries are as before."""
-        self.discover()
+        self.discover()  # snapshot after discovery, or the restore would drop the real entries
         saved = dict(self._entries)
         try:
             yield self
@@ -61,7 +111,7 @@ class Registry:
             if not info.name.startswith("_"):
                 importlib.import_module(f"{self.package}.{info.name}")
 
-    def get(self, name: str) -> Entry:
+    def get(self, name: str) -> E:
         self.discover()
         if name not in self._entries:
             known = ", ".join(sorted(self._entries)) or "none"
@@ -69,11 +119,11 @@ class Registry:
         return self._entries[name]
 
     def names(self, **where: Any) -> list[str]:
-        """Registered names, optionally only those whose metadata matches every `key=value` given."""
+        """Registered names, optionally only those whose fields match every `key=value` given."""
         self.discover()
-        return sorted(n for n, e in self._entries.items() if all(e.meta.get(k) == v for k, v in where.items()))
+        return sorted(n for n, e in self._entries.items() if all(getattr(e, k, None) == v for k, v in where.items()))
 
-    def __iter__(self) -> Iterator[Entry]:
+    def __iter__(self) -> Iterator[E]:
         self.discover()
         return iter(sorted(self._entries.values(), key=lambda e: e.name))
 
@@ -82,8 +132,8 @@ class Registry:
         return name in self._entries
 
 
-ARCHITECTURES = Registry("architecture", "harness.architectures")
-SEARCH_SPACES = Registry("search space", "harness.search_spaces")
+ARCHITECTURES: Registry[ArchitectureEntry] = Registry("architecture", "harness.architectures", ArchitectureEntry)
+SEARCH_SPACES: Registry[SearchSpaceEntry] = Registry("search space", "harness.search_spaces", SearchSpaceEntry)
 
 
 def build_model(name: str, input_shape: tuple[int, int, int] = (96, 96, 3), **kwargs: Any) -> Any:

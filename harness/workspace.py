@@ -6,13 +6,16 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 
 from harness.data import Dataset, load_dataset
 from harness.data.demo import DEMO_NOTICE, ensure_demo_dataset
 from harness.errors import HarnessError
-from harness.store.runs import RunStore, default_storage
+
+if TYPE_CHECKING:  # the store (SQLAlchemy) is imported when first used: `harness data check` needs none
+    from harness.store.runs import RunStore
 
 ENV_DATA = "HARNESS_DATA"
 ENV_RESULTS = "HARNESS_RESULTS"
@@ -53,6 +56,8 @@ class Workspace:
 
     @property
     def storage_url(self) -> str:
+        from harness.store.runs import default_storage
+
         return self.storage or default_storage(self.results)
 
     @property
@@ -63,6 +68,8 @@ class Workspace:
         if self._store is None:
             check_writable(self.results)
             # Artifact paths are stored relative to this results folder, wherever it is moved or run from.
+            from harness.store.runs import RunStore
+
             self._store = RunStore(self.storage_url, root=self.results)
         return self._store
 
@@ -72,10 +79,11 @@ class Workspace:
         check_writable(self.results)
         return ensure_demo_dataset(self.results).resolve()
 
-    def dataset(self, progress: bool = True) -> Dataset:
+    def dataset(self, progress: bool = True, page_cache: bool = True) -> Dataset:
         if self._dataset is None:
             check_writable(self.results)
-            self._dataset = load_dataset(self.data_dir(), self.results / "cache", progress=progress)
+            cache = self.results / "cache"
+            self._dataset = load_dataset(self.data_dir(), cache, progress=progress, page_cache=page_cache)
             if self._dataset.synthetic:
                 self.console.print(f"[yellow]{DEMO_NOTICE}[/yellow]")
         return self._dataset

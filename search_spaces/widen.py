@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from harness.architectures.cnn import ACTIVATIONS, PADDINGS, cnn_cost, feature_map_size
+from harness.architectures.cnn import ACTIVATIONS, PADDINGS, feature_map_size
 
+from harness.cost import architecture_cost
 from harness.data import IMAGE_SHAPE
 from harness.registry import SEARCH_SPACES
-from harness.search.space import InvalidConfiguration, Sample, Suggest, suggest_optimizer
+from harness.tuning.space import InvalidConfiguration, Sample, Suggest, suggest_optimizer
 
 BLOCKS = (2, 6)
 CONVS_PER_BLOCK = (1, 5)
@@ -45,7 +46,7 @@ def max_convs_per_block(blocks: int, padding: str = "valid", input_size: int = I
     return max((c for c in range(low, high + 1) if feature_map_size(input_size, [c] * blocks, padding)), default=0)
 
 
-@SEARCH_SPACES.register("widen", widens="cnn", points=tuple(SEED_POINTS))
+@SEARCH_SPACES.register("widen", widens="cnn")
 def widen(s: Suggest) -> Sample:
     """Blocks, convs, widths, activation, batch norm, head, dropout and optimiser around seed models 2 and 3."""
     blocks = s.suggest_int("blocks", *BLOCKS)
@@ -78,7 +79,7 @@ def widen(s: Suggest) -> Sample:
         "final_dropout": bool(final_dropout),
         "padding": padding,
     }
-    cost = cnn_cost(**kwargs)
+    cost = architecture_cost("cnn", **kwargs)
     parameters = cost.parameters
     if parameters > MAX_PARAMETERS:
         raise InvalidConfiguration(

@@ -11,8 +11,8 @@ from rich.console import Console
 
 from harness.config import OptimizerConfig
 from harness.registry import ARCHITECTURES, SEARCH_SPACES
-from harness.search.space import InvalidConfiguration, Sample, Suggest
-from harness.search.study import SearchOptions
+from harness.tuning.space import InvalidConfiguration, Sample, Suggest
+from harness.tuning.study import SearchOptions
 from harness.workspace import Workspace
 
 TINY_ARCH = {"convs": [1], "dense": [8]}
@@ -58,14 +58,9 @@ def register() -> None:
 @contextlib.contextmanager
 def registered() -> Iterator[None]:
     """The tiny spaces for the duration of a test; both registries are restored afterwards."""
-    ARCHITECTURES.discover()  # snapshot after discovery, or the restore would drop the real entries
-    SEARCH_SPACES.discover()
-    saved = dict(ARCHITECTURES._entries), dict(SEARCH_SPACES._entries)
-    register()
-    try:
+    with ARCHITECTURES.override(), SEARCH_SPACES.override():
+        register()
         yield
-    finally:
-        ARCHITECTURES._entries, SEARCH_SPACES._entries = saved
 
 
 def options(**overrides: object) -> SearchOptions:

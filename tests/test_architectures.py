@@ -8,6 +8,7 @@ import pytest
 from harness.architectures.cnn import feature_map_size
 
 from harness.config import TrainingConfig
+from harness.cost import architecture_cost, model_cost
 from harness.registry import ARCHITECTURES, build_model
 from harness.training.train import compile_model, with_input_pipeline
 
@@ -31,7 +32,8 @@ def test_seed_models_keep_the_notebooks_training_defaults():
         "seed_model3": ("rmsprop", 1e-3, 30, {}),
     }
     for name, (optimizer, lr, epochs, kwargs) in expected.items():
-        training: TrainingConfig = ARCHITECTURES.get(name).meta["training"]
+        training = ARCHITECTURES.get(name).training
+        assert training is not None
         assert (training.optimizer.name, training.optimizer.learning_rate, training.epochs) == (optimizer, lr, epochs)
         assert training.optimizer.kwargs == kwargs
         assert training.batch_size == 50
@@ -52,7 +54,7 @@ def test_seed_model3_uses_prelu_with_a_quarter_slope_after_every_conv_and_dense(
 def test_every_architecture_builds_and_trains_one_step(name):
     keras.utils.set_random_seed(0)
     model = with_input_pipeline(build_model(name))
-    compile_model(model, ARCHITECTURES.get(name).meta.get("training") or TrainingConfig())
+    compile_model(model, ARCHITECTURES.get(name).training or TrainingConfig())
     x = np.random.default_rng(0).integers(0, 256, size=(4, 96, 96, 3), dtype=np.uint8)
     y = np.array([0, 1, 0, 1], dtype=np.float32)
     before = [w.copy() for w in model.get_weights()]
@@ -63,6 +65,23 @@ def test_every_architecture_builds_and_trains_one_step(name):
     )
     probs = model.predict(x, verbose=0)
     assert probs.shape == (4, 1) and np.all((probs >= 0) & (probs <= 1))
+
+
+@pytest.mark.parametrize("name", [e.name for e in ARCHITECTURES if not e.test])
+def test_every_architecture_registers_one_cost_function_that_its_built_model_agrees_with(name):
+    entry = ARCHITECTURES.get(name)
+    assert entry.cost is not None, f"{name} registers no cost= function"
+    own, measured = architecture_cost(name), model_cost(build_model(name))
+    keras.backend.clear_session()
+    assert own.parameters == pytest.approx(measured.parameters, rel=entry.cost_tolerance)
+    assert own.gmacs == pytest.approx(measured.gmacs, rel=max(entry.cost_tolerance, 1e-9))
+    for size in ("feature_map", "depth", "width"):  # optional: a cost function that gives one gives it right
+        assert getattr(own, size) in (None, getattr(measured, size)), size
+
+
+def test_a_cost_function_refuses_what_its_builder_refuses():
+    with pytest.raises(ValueError, match="below 1x1"):
+        architecture_cost("cnn", widths=(8, 8, 8, 8), convs=(5, 5, 5, 5))
 
 
 def test_rescaling_wrapper_adds_no_parameters():
@@ -81,3 +100,14 @@ def test_unknown_architecture_is_a_one_line_error_naming_it():
 
     with pytest.raises(HarnessError, match="'resnet9000'"):
         ARCHITECTURES.get("resnet9000")
+
+
+def test_a_dense_layer_on_a_feature_map_costs_once_per_position():
+    """ConvNeXt applies Dense layers to every position of a map: 8x8 positions, 3 -> 4 units."""
+    import keras
+
+    from harness.cost import model_macs
+
+    inputs = keras.Input((8, 8, 3))
+    model = keras.Model(inputs, keras.layers.Dense(4)(inputs))
+    assert model_macs(model) == 8 * 8 * 3 * 4

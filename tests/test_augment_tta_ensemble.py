@@ -47,6 +47,8 @@ def test_random_dihedral_outputs_only_dihedral_variants_and_is_identity_at_infer
         AugmentConfig(brightness=0.2),
         AugmentConfig(contrast=0.2),
         AugmentConfig(hue=0.05),
+        AugmentConfig(hed=0.1),
+        AugmentConfig(saturation=0.3),
         AugmentConfig(crop="random", crop_size=64),
         AugmentConfig(crop="centre", crop_size=64),
     ],
@@ -70,6 +72,8 @@ def test_each_augmentation_keeps_shape_and_dtype_and_is_deterministic_under_a_se
 def test_bad_augmentation_values_are_refused():
     with pytest.raises(ConfigError, match="--brightness"):
         AugmentConfig(brightness=1.5)
+    with pytest.raises(ConfigError, match="--hed"):
+        AugmentConfig(hed=1.5)
     with pytest.raises(ConfigError, match="--tta"):
         TrainingConfig(tta=3)
 

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from conftest import train_ids_of
 
-from harness.bench import macs_per_image
 from harness.bench.seed_way import prepare
 from harness.cli import main
 from harness.config import TrainingConfig
+from harness.cost import architecture_cost, model_cost
 from harness.data import load_dataset
 from harness.data.splits import seed_protocol_split
 from harness.data.synth import KAGGLE_POSITIVE, KAGGLE_TRAIN, write_kaggle_folder
@@ -59,16 +59,39 @@ def test_bench_prints_every_stage_side_by_side(tmp_path, capsys):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith("harness-bench-")]  # scratch removed
 
 
-def test_macs_per_image_counts_convolutions_and_dense_layers_inside_nested_models():
+def test_model_cost_counts_convolutions_and_dense_layers_inside_nested_models():
     inputs = keras.Input((8, 8, 2))
     x = keras.layers.Conv2D(4, 3, padding="same")(inputs)  # 8*8 outputs x 4 filters x 3*3*2 weights = 4,608
     x = keras.layers.Conv2D(5, 3)(x)  # valid: 6*6 x 5 x 3*3*4 = 6,480
     x = keras.layers.Dense(7)(keras.layers.Flatten()(x))  # 180 x 7 = 1,260
     inner = keras.Model(inputs, x)
     outer = keras.Sequential([keras.Input((8, 8, 2)), keras.layers.Rescaling(0.5), inner])
-    assert macs_per_image(inner) == macs_per_image(outer) == 4608 + 6480 + 1260
-    # The seed's model 2, as search_spaces.widen counts it for --max-gmacs: 0.28 GMACs.
-    assert macs_per_image(build_model("seed_model2")) == pytest.approx(0.2848e9, rel=1e-3)
+    macs = 4608 + 6480 + 1260
+    assert model_cost(inner).gmacs * 1e9 == pytest.approx(macs) and model_cost(outer).gmacs * 1e9 == pytest.approx(macs)
+    # The seed's model 2, as the bench's predict rows and search_spaces.widen's --max-gmacs count it: 0.28 GMACs.
+    assert model_cost(build_model("seed_model2")).gmacs == pytest.approx(0.2848, rel=1e-3)
+    assert architecture_cost("seed_model2").gmacs == pytest.approx(0.2848, rel=1e-3)
+
+
+@pytest.mark.backend_free
+def test_bench_times_the_whole_prepare_commands_beside_the_stage(tmp_path, capsys):
+    """Issue 16: `harness data check` and the seed's PrepareData, each a new process, side by side with a ratio."""
+    report = tmp_path / "bench.json"
+    argv = ["bench", "--synthetic", "40", "--stages", "prepare", "--repeats", "1", "--work", str(tmp_path)]
+    assert main([*argv, "--json", str(report)]) == 0, capsys.readouterr().err
+    rows = [r for r in json.loads(report.read_text())["rows"] if r["stage"] == "prepare"]
+    (stage,) = [r for r in rows if "whole commands" not in r["what"]]
+    (whole,) = [r for r in rows if "whole commands" in r["what"]]
+    assert whole["images"] == stage["images"]  # the same folder both ways, beside the stage figure
+    assert whole["seed"] > 0 and whole["harness"] > 0 and whole["target"] == 20
+    assert whole["ratio"] == pytest.approx(whole["harness"] / whole["seed"]) and whole["met"] in ("yes", "NO")
+    seconds = [float(s) for s in re.findall(r"([\d.]+) s in all", whole["note"])]
+    assert len(seconds) == 2 and "peak RSS" in whole["note"]  # harness's seconds, then the seed's
+    ours, seed = seconds
+    assert whole["harness"] == pytest.approx(whole["images"] / ours, rel=0.06)
+    assert whole["seed"] == pytest.approx(whole["images"] / seed, rel=0.06)
+    # A whole process pays start-up and imports: slower per image than the same work timed in-process.
+    assert whole["harness"] < stage["harness"] and whole["seed"] < stage["seed"]
 
 
 def test_bench_refuses_bad_flags_in_one_line(capsys, tmp_path):

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+import socket
 
 import numpy as np
 import pytest
 from conftest import train_ids_of, write_image
 
-import harness.data as data
+import harness.data.decode_pool as decode_pool
 from harness.data import load_dataset
 
 # Data layer only: no model is built, so the outcome cannot depend on the Keras backend (run once, on TensorFlow).
@@ -26,7 +27,7 @@ def test_second_load_decodes_nothing(kaggle_folder, cache_dir, monkeypatch):
     def no_decoding(path, out=None):
         raise AssertionError(f"decoded {path} although the cache is fresh")
 
-    monkeypatch.setattr(data, "decode_image", no_decoding)
+    monkeypatch.setattr(decode_pool, "decode_image", no_decoding)
     second = load(kaggle_folder, cache_dir)
     assert second.from_cache
     assert second.fingerprint == first.fingerprint
@@ -111,7 +112,7 @@ def test_changed_pixels_are_decoded_again(kaggle_folder, cache_dir):
 
 
 def test_interrupted_build_leaves_no_valid_cache(kaggle_folder, cache_dir, monkeypatch):
-    real = data.decode_image
+    real = decode_pool.decode_image
     calls = []
 
     def crash_midway(path, out=None):
@@ -120,12 +121,12 @@ def test_interrupted_build_leaves_no_valid_cache(kaggle_folder, cache_dir, monke
             raise KeyboardInterrupt("simulated interruption")
         return real(path, out)
 
-    monkeypatch.setattr(data, "decode_image", crash_midway)
+    monkeypatch.setattr(decode_pool, "decode_image", crash_midway)
     with pytest.raises(KeyboardInterrupt):
         load(kaggle_folder, cache_dir)
     assert list(cache_dir.iterdir()) == []  # no finished cache and no temporary folder left
 
-    monkeypatch.setattr(data, "decode_image", real)
+    monkeypatch.setattr(decode_pool, "decode_image", real)
     ds = load(kaggle_folder, cache_dir)
     assert not ds.from_cache and len(ds.train) == 20
 
@@ -134,7 +135,7 @@ def test_killed_build_leftovers_are_ignored_and_cleaned(kaggle_folder, cache_dir
     fingerprint = load(kaggle_folder, cache_dir).fingerprint
     final = cache_dir / fingerprint
     # A build killed before its rename leaves only a temporary folder; one from a dead process is removed.
-    dead = cache_dir / f".tmp-{fingerprint}-{data.socket.gethostname()}-999999999-abc"
+    dead = cache_dir / f".tmp-{fingerprint}-{socket.gethostname()}-999999999-abc"
     dead.mkdir()
     # A finished-looking folder without its meta.json (e.g. a copy cut short) is not trusted.
     (final / "meta.json").unlink()
@@ -143,3 +144,19 @@ def test_killed_build_leftovers_are_ignored_and_cleaned(kaggle_folder, cache_dir
     assert not dead.exists()
     assert sorted(p.name for p in cache_dir.iterdir()) == [fingerprint]
     assert load(kaggle_folder, cache_dir).from_cache
+
+
+def test_a_cache_written_past_the_page_cache_holds_the_same_pixels(make_kaggle, tmp_path):
+    """page_cache=False (the data check's direct writes, where the file system allows them) builds the same cache:
+    pixels, digests and report; the pixels start on a block boundary, as direct writes need."""
+    root = make_kaggle(n_train=45, n_test=7)  # chunks of odd sizes: offsets not multiples of a page
+    buffered = load_dataset(root, tmp_path / "a", progress=False, workers=2)
+    direct = load_dataset(root, tmp_path / "b", progress=False, workers=2, page_cache=False)
+    for part in ("train", "test"):
+        a, b = getattr(buffered, part), getattr(direct, part)
+        np.testing.assert_array_equal(a.images, b.images)
+        np.testing.assert_array_equal(a.digests, b.digests)
+        assert b.images.offset % 4096 == 0
+    assert buffered.report == direct.report
+    reread = load_dataset(root, tmp_path / "b", progress=False)
+    assert reread.from_cache

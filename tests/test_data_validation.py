@@ -220,3 +220,69 @@ def test_stray_files_are_ignored(kaggle_folder, cache_dir):
     (kaggle_folder / "train" / "subfolder").mkdir()
     ds = load_dataset(kaggle_folder, cache_dir, progress=False)
     assert len(ds.test) == 6
+
+
+# Files the plain CSV reader takes or leaves to pandas: header variants, quotes, a BOM, line ends, blank lines,
+# spaces, labels pandas reads as numbers, repeated and empty ids, ragged rows, undecodable bytes.
+CSV_VARIANTS = [
+    b"id,label\na,0\nb,1\n",
+    b"id,label\r\na,0\r\nb,1\r\n",
+    b"id,label\na,0\nb,1",
+    b"\xef\xbb\xbfid,label\na,0\nb,1\n",
+    b'id,label\n"a",0\nb,"1"\n',
+    b"id,label\na,0\n\nb,1\n\n",
+    b"id,label\na,0\rb,1\n",
+    b"id,label\na ,0\n b,1\n",
+    b"id,label\na,1.0\nb, 0\n",
+    b"id,label\na,2\nb,1\n",
+    b"id,label\na,0\na,1\n",
+    b"id,label\n,0\nb,1\n",
+    b"id,label\na,0,\nb,1\n",
+    b"id,label\na\nb,1\n",
+    b"label,id\n0,a\n1,b\n",
+    b"id, label\na,0\n",
+    b"id,label,extra\na,0,x\n",
+    b"id,label\n",
+    b"id,label\n\xff,0\n",
+    b"id,label\n\xc3\xa9,0\n",
+    b"id,label\n../a,0\n",
+]
+
+
+@pytest.mark.parametrize("raw", CSV_VARIANTS, ids=range(len(CSV_VARIANTS)))
+def test_plain_csv_reader_agrees_with_pandas(tmp_path, raw):
+    """Whatever the file, read_labels gives what the pandas reader gives: the same ids and labels, or the same
+    message. The plain reader skips pandas only for files it reads exactly as pandas would."""
+    from harness.data import labels
+
+    path = tmp_path / "train_labels.csv"
+    path.write_bytes(raw)
+
+    def outcome(read):
+        try:
+            ids, values = read()
+            return ids, values.dtype.str, values.tolist()
+        except HarnessError as e:
+            return str(e)
+
+    fast = outcome(lambda: labels.read_labels(path, raw))
+    assert fast == outcome(lambda: labels._read_labels_pandas(path)), raw
+    submission = tmp_path / "sample_submission.csv"
+    submission.write_bytes(raw)
+    ids = fast[0] if isinstance(fast, tuple) else ["a", "b"]
+
+    def ids_outcome(read):
+        try:
+            return read()
+        except HarnessError as e:
+            return str(e).replace("train_labels", "x")
+
+    pandas_ids = ids_outcome(lambda: labels.read_submission_ids(submission, ids, b'"force pandas"'))
+    assert ids_outcome(lambda: labels.read_submission_ids(submission, ids, raw)) == pandas_ids, raw
+
+
+def test_the_check_says_near_duplicates_were_not_computed(kaggle_folder, cache_dir):
+    """The check hashes no near-duplicates (only the splits that need them do): its report says so, and how."""
+    lines = load_dataset(kaggle_folder, cache_dir, progress=False).report.lines()
+    note = [line for line in lines if line.startswith("near-duplicates")]
+    assert len(note) == 1 and "not computed" in note[0] and "--protocol stratified" in note[0]

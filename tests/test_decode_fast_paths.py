@@ -21,6 +21,8 @@ from PIL import Image
 
 import harness.data as data
 import harness.data.decode as decode
+import harness.data.decode_pool as decode_pool
+import harness.data.labels as labels
 from harness.data.decode import decode_image
 from harness.errors import HarnessError
 
@@ -336,7 +338,7 @@ def test_plain_id_regex_accepts_exactly_what_the_rules_accept():
     values += ["", ".", "..", ".a", "a/b", "/", "a\\b", "a\0b", "a" * 256, "a\n", "\r", "a\x7f", "\x1f", "a\tb"]
     values += [f"x{chr(c)}y" for c in range(0, 160)]
     for value in values:
-        assert bool(data._PLAIN_ID.fullmatch(value)) == old_id_rule(value), repr(value)
+        assert bool(labels.PLAIN_ID.fullmatch(value)) == old_id_rule(value), repr(value)
         if old_id_rule(value):
             data.check_plain_id(value, "here")
         else:
@@ -355,7 +357,7 @@ def test_scan_takes_the_extensions_splitext_takes(tmp_path):
         stem, ext = os.path.splitext(name)
         if ext.lower() in data.IMAGE_EXTENSIONS:
             expected[stem] = str(folder / name)
-    assert data._scan_folder(tmp_path, "train") == expected
+    assert data.scan_folder(tmp_path, "train") == expected
 
 
 # ----------------------------------------------------------------------------- the cache build
@@ -371,8 +373,8 @@ def test_build_syncs_in_the_background_and_closes_its_files(make_kaggle, tmp_pat
         syncs.append(fd)
         real_fdatasync(fd)
 
-    monkeypatch.setattr(data, "_FLUSH_EVERY", 1)
-    monkeypatch.setattr(data, "_MIN_CHUNK", 4)
+    monkeypatch.setattr(decode_pool, "FLUSH_EVERY", 1)
+    monkeypatch.setattr(decode_pool, "MIN_CHUNK", 4)
     monkeypatch.setattr(os, "fdatasync", counting_fdatasync)
     before = set(os.listdir("/proc/self/fd"))
     ds = data.load_dataset(root, tmp_path / "cache", progress=False, workers=2)
@@ -395,7 +397,7 @@ def test_a_failed_background_sync_stops_the_build(make_kaggle, tmp_path, monkeyp
     def failing_fdatasync(fd):
         raise OSError(errno.EIO, "Input/output error")
 
-    monkeypatch.setattr(data, "_FLUSH_EVERY", 1)
+    monkeypatch.setattr(decode_pool, "FLUSH_EVERY", 1)
     monkeypatch.setattr(os, "fdatasync", failing_fdatasync)
     with pytest.raises(OSError, match="Input/output error"):
         data.load_dataset(root, tmp_path / "cache", progress=False, workers=2)
@@ -405,9 +407,9 @@ def test_a_failed_background_sync_stops_the_build(make_kaggle, tmp_path, monkeyp
 def test_chunks_cover_every_image_once():
     for n in (1, 15, 16, 17, 300, 2000, 20_001):
         for workers in (1, 2, 8):
-            chunks = data._chunks(n, workers)
+            chunks = decode_pool.chunks(n, workers)
             assert chunks[0][0] == 0 and chunks[-1][1] == n
-            assert all(a[1] == b[0] and a[0] < a[1] <= a[0] + data._CHUNK for a, b in itertools.pairwise(chunks))
+            assert all(a[1] == b[0] and a[0] < a[1] <= a[0] + decode_pool.CHUNK for a, b in itertools.pairwise(chunks))
 
 
 def test_decode_image_into_rejects_nothing_it_would_not_reject_otherwise(tmp_path):

@@ -134,7 +134,7 @@ def test_cache_larger_than_the_free_space_is_refused_before_decoding_on_a_real_t
         assert list((disk / "cache").iterdir()) == []  # refused before anything was written
         # With the check fooled, the kernel's own ENOSPC is met part way: one line, and nothing kept.
         usage = shutil.disk_usage
-        monkeypatch.setattr(data.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(1 << 40, 0, 1 << 40))
+        monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(1 << 40, 0, 1 << 40))
         refused(capsys, *check(root, disk), expect=("the disk filled up", "No space left on device", "nothing"))
         assert list((disk / "cache").iterdir()) == []
         assert usage(disk).free == free  # no half-written file left taking space
@@ -150,11 +150,11 @@ def test_disk_filling_up_while_the_cache_is_built_leaves_no_cache_simulated(make
         written.append(at)
         return real_pwrite(fd, view[: len(view) // 2], at)  # half of the first chunk reaches the disk
 
-    monkeypatch.setattr(data.os, "pwrite", pwrite_then_enospc)
+    monkeypatch.setattr(os, "pwrite", pwrite_then_enospc)
     expect = ("the disk filled up", "No space left on device", "it needs", "nothing of it was kept")
     refused(capsys, *check(root, tmp_path / "r"), expect=expect)
     assert list((tmp_path / "r" / "cache").iterdir()) == []  # no temporary folder, no cache that looks valid
-    monkeypatch.setattr(data.os, "pwrite", real_pwrite)
+    monkeypatch.setattr(os, "pwrite", real_pwrite)
     assert main(check(root, tmp_path / "r")) == 0, capsys.readouterr().err  # space again: the build goes through
 
 

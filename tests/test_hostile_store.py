@@ -26,8 +26,8 @@ from worker_processes import FAST_HEARTBEAT, finish, search_argv, start_cli, wai
 
 from harness.cli import main
 from harness.errors import HarnessError
-from harness.search.optuna_engine import OptunaEngine
 from harness.store.runs import RunStore, engine_url
+from harness.tuning.optuna_engine import OptunaEngine
 
 # Storage and rendering: the Keras backend cannot change the outcome (run once, on TensorFlow).
 pytestmark = pytest.mark.backend_free

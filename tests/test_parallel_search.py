@@ -16,8 +16,8 @@ from optuna.trial import TrialState
 from worker_processes import FAST_HEARTBEAT, finish, search_argv, start_cli, wait_for
 
 from harness.cli import main
-from harness.search.optuna_engine import LOST_WORKER
 from harness.store.runs import RunStore, engine_url
+from harness.tuning.optuna_engine import LOST_WORKER
 
 STUDY = "shared"
 

@@ -13,8 +13,8 @@ from sqlalchemy.engine import make_url
 
 from harness.cli import main
 from harness.errors import HarnessError
-from harness.search.optuna_engine import OptunaEngine
 from harness.store.runs import RunStore, engine_url
+from harness.tuning.optuna_engine import OptunaEngine
 
 # Storage and rendering: the Keras backend cannot change the outcome (run once, on TensorFlow).
 pytestmark = pytest.mark.backend_free

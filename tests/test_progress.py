@@ -175,7 +175,7 @@ def test_a_search_prints_one_line_per_epoch_and_per_trial_with_the_study_eta(mak
     import optuna
     import search_fixtures as sf
 
-    from harness.search.study import run_search
+    from harness.tuning.study import run_search
     from harness.workspace import Workspace
 
     stream = io.StringIO()

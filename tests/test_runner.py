@@ -27,7 +27,7 @@ def tiny_spec(architecture: str = "cnn", epochs: int = 2, **kwargs) -> RunSpec:
 
 
 @pytest.fixture
-def broken_architectures(monkeypatch):
+def broken_architectures():
     """Two architectures that fail on purpose: one cannot be built, one produces a NaN loss."""
 
     def unbuildable(input_shape=(96, 96, 3)):
@@ -43,11 +43,10 @@ def broken_architectures(monkeypatch):
             ]
         )
 
-    ARCHITECTURES.discover()  # copy the full registry, or restoring the copy would empty it
-    # Register into a copy; monkeypatch puts the original back afterwards, so no other test sees these two.
-    monkeypatch.setattr(ARCHITECTURES, "_entries", dict(ARCHITECTURES._entries))
-    ARCHITECTURES.register("unbuildable")(unbuildable)
-    ARCHITECTURES.register("nan_model")(nan_model)
+    with ARCHITECTURES.override():  # no other test sees these two
+        ARCHITECTURES.register("unbuildable", test=True)(unbuildable)
+        ARCHITECTURES.register("nan_model", test=True)(nan_model)
+        yield
 
 
 def test_a_complete_run_records_metrics_and_writes_every_artifact(runner):

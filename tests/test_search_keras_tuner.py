@@ -7,7 +7,7 @@ import json
 import pytest
 import search_fixtures as sf
 
-from harness.search.study import run_search
+from harness.tuning.study import run_search
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from optuna.trial import TrialState
 from harness.cli import main
 from harness.errors import HarnessError
 from harness.ranking.leaderboard import rank
-from harness.search.study import run_search
+from harness.tuning.study import run_search
 
 
 @pytest.fixture

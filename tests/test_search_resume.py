@@ -15,8 +15,8 @@ import pytest
 import search_fixtures as sf
 from optuna.trial import TrialState
 
-from harness.search import optuna_engine
-from harness.search.study import run_search
+from harness.tuning import optuna_engine
+from harness.tuning.study import run_search
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,7 +27,7 @@ from pathlib import Path
 sys.path.insert(0, {tests!r})
 import search_fixtures as sf
 from harness.store.runs import RunStore
-from harness.search import optuna_engine
+from harness.tuning import optuna_engine
 optuna_engine.HEARTBEAT_SECONDS = 1
 start = RunStore.start
 def start_then_die(self, run_id, **values):
@@ -36,7 +36,7 @@ def start_then_die(self, run_id, **values):
     os.kill(os.getpid(), signal.SIGKILL)
 RunStore.start = start_then_die
 sf.register()
-from harness.search.study import run_search
+from harness.tuning.study import run_search
 run_search(sf.workspace(Path({data!r}), Path({results!r})), sf.options(trials=1, tuner={tuner!r}))
 """
 

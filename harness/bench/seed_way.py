@@ -6,6 +6,7 @@ import contextlib
 import glob
 import io
 import os
+import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -187,3 +188,22 @@ def compile_like_notebook(model, optimizer):
 def predict(model, generator) -> np.ndarray:
     """The notebook's `model.predict(test_gen)` on its batch-1 generator, as probabilities."""
     return np.asarray(model.predict(generator, verbose=0), dtype=np.float64).reshape(-1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m harness.bench.seed_way DATA WORK`: the notebook's PrepareData cell as a process of its own, so
+    that the bench times it whole (interpreter start and imports included), as it times `harness data check`."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 2:
+        print("usage: python -m harness.bench.seed_way DATA_DIR WORK_DIR", file=sys.stderr)
+        return 2
+    try:
+        prepare(Path(args[0]), Path(args[1]))
+    except HarnessError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

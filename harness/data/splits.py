@@ -1,4 +1,5 @@
-"""Train/validation splits: the seed notebook's protocol, and a stratified split that keeps duplicates together."""
+"""Train/validation splits: the seed notebook's protocol, a stratified split that keeps duplicates together, and a
+grouped split that keeps approximate slides (harness.data.slide_groups) together."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from sklearn.utils import shuffle
 
 from harness.atomic import atomic_path
 from harness.data.near_duplicates import near_duplicate_groups, phash
+from harness.data.slide_groups import dataset_slide_groups
 from harness.errors import HarnessError
 
 if TYPE_CHECKING:
@@ -125,6 +127,47 @@ def stratified_split(labels: np.ndarray, groups: np.ndarray | None, val_fraction
     return Split(train=np.flatnonzero(~in_val), val=np.flatnonzero(in_val), protocol="stratified", notes=notes)
 
 
+# A grouped split needs at least this many groups per fold: with fewer, one large group decides the label balance.
+MIN_GROUPS_PER_FOLD = 2
+
+
+def grouped_split(labels: np.ndarray, groups: np.ndarray, val_fraction: float, seed: int) -> Split:
+    """Whole groups (approximate slides) in train or in validation, label shares kept as far as groups allow.
+
+    Method: StratifiedGroupKFold with K = round(1 / val_fraction) shuffled folds (seeded); the first fold validates,
+    so validation holds about 1/K of the images (15% asked: K = 7, about 14%).
+    """
+    labels = np.asarray(labels)
+    k = max(2, round(1 / val_fraction))
+    return _group_folds(labels, groups, k, seed, "--protocol grouped")[0]
+
+
+def _group_folds(labels: np.ndarray, groups: np.ndarray, k: int, seed: int, flag: str) -> list[Split]:
+    """K folds of whole groups by StratifiedGroupKFold; a one-line refusal when there are too few groups."""
+    n_groups = len(np.unique(groups))
+    if n_groups < MIN_GROUPS_PER_FOLD * k:
+        raise HarnessError(
+            f"{flag}: the {len(labels)} images form only {n_groups} approximate slide groups, and {k} folds need at"
+            f" least {MIN_GROUPS_PER_FOLD * k}; use a larger --sample or a smaller --group-size"
+        )
+    folds = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+    out = []
+    share = labels.mean()
+    for train, val in folds.split(np.zeros(len(labels)), labels, groups):
+        notes = [
+            f"grouped by approximate slide: {len(val)} of {len(labels)} images ({len(val) / len(labels):.1%}) in"
+            f" {len(np.unique(groups[val]))} of {n_groups} groups validate; label 1 is {labels[val].mean():.1%}"
+            f" of validation, {share:.1%} overall"
+        ]
+        out.append(Split(train=train, val=val, protocol="grouped", notes=notes))
+    return out
+
+
+def slide_groups_of(dataset: Dataset, config: DataConfig, duplicates: np.ndarray) -> np.ndarray:
+    """The approximate slide group of every training image (cached with the decoded images)."""
+    return dataset_slide_groups(dataset, duplicates, config.group_size)
+
+
 def duplicate_groups(dataset: Dataset, near: bool) -> np.ndarray:
     """A group per train image: identical pixels share one; with `near`, so do near-duplicates (pHash)."""
     exact = dataset.duplicate_group_of_train()
@@ -147,6 +190,13 @@ def kfold_splits(dataset: Dataset, config: DataConfig) -> list[Split]:
     subset = sample_indices(labels, config.sample, config.seed, groups)
     if np.bincount(labels[subset], minlength=2).min() < config.folds:
         raise HarnessError(f"--folds {config.folds} needs at least {config.folds} images of each label")
+    if config.protocol == "grouped":
+        slides = slide_groups_of(dataset, config, groups)[subset]
+        grouped = _group_folds(labels[subset], slides, config.folds, config.seed, f"--folds {config.folds}")
+        return [
+            Split(train=subset[s.train], val=subset[s.val], protocol="grouped", notes=[f"fold {k} of {config.folds}"])
+            for k, s in enumerate(grouped, start=1)
+        ]
     folds = StratifiedGroupKFold(n_splits=config.folds, shuffle=True, random_state=config.seed)
     return [
         Split(
@@ -180,7 +230,7 @@ def make_splits(dataset: Dataset, config: DataConfig) -> list[Split]:
 def make_split(dataset: Dataset, config: DataConfig) -> Split:
     """Sample (config.sample, config.seed), then split by config.protocol; indices refer to dataset.train."""
     labels = np.asarray(dataset.train.labels)
-    groups = duplicate_groups(dataset, config.near_duplicates and config.protocol == "stratified")
+    groups = duplicate_groups(dataset, config.near_duplicates and config.protocol != "seed")
     subset = sample_indices(labels, config.sample, config.seed, groups)
     notes = []
     if len(subset) < len(labels):
@@ -189,14 +239,17 @@ def make_split(dataset: Dataset, config: DataConfig) -> Split:
         inner = seed_protocol_split(dataset.train.ids[subset], labels[subset], config.seed, config.val_fraction)
     elif config.protocol == "stratified":
         inner = stratified_split(labels[subset], groups[subset], config.val_fraction, config.seed)
+    elif config.protocol == "grouped":
+        slides = slide_groups_of(dataset, config, groups)[subset]
+        inner = grouped_split(labels[subset], slides, config.val_fraction, config.seed)
     else:
-        raise HarnessError(f"--protocol must be seed or stratified, got {config.protocol!r}")
+        raise HarnessError(f"--protocol must be seed, stratified or grouped, got {config.protocol!r}")
     train, val = subset[inner.train], subset[inner.val]
     leaked = int(np.isin(groups[val], groups[train]).sum())
     if leaked:
         notes.append(
             f"{leaked} validation images have an identical copy in training (the seed protocol ignores duplicates;"
-            " --protocol stratified does not)"
+            " --protocol stratified and grouped do not)"
         )
     return Split(train=train, val=val, protocol=inner.protocol, notes=notes + inner.notes)
 

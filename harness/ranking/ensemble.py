@@ -10,14 +10,13 @@ import numpy as np
 import pandas as pd
 
 from harness.atomic import atomic_path, write_text
-from harness.backend import environment
 from harness.errors import HarnessError, one_line
 from harness.ranking.leaderboard import DEFAULT_BY, RANK_BY, rank
 from harness.ranking.submission import build_submission, expected_test_ids, write_submission
 from harness.reporting import plots
+from harness.runs import new_run_id, start_run
 from harness.store.runs import RunRecord, RunStore
 from harness.training.metrics import binary_metrics
-from harness.training.runner import new_run_id
 
 
 @dataclass(frozen=True)
@@ -102,21 +101,17 @@ def blend(store: RunStore, results_dir: Path, members: list[RunRecord], by: str)
     folder.mkdir(parents=True, exist_ok=True)
     member_ids = [m.run_id for m in members]
     spec = {"architecture": "ensemble", "members": member_ids, "by": by, "data": members[0].spec.get("data")}
-    env = environment()
-    store.start(
+    start_run(
+        store,
         run_id,
-        architecture="ensemble",
-        origin="ensemble",
-        spec=spec,
+        {**spec, "origin": "ensemble"},
+        dataset=members[0].dataset,
+        synthetic=members[0].synthetic,
         hyperparameters={"members": member_ids, "by": by},
+        artifacts=folder,
         n_train=members[0].n_train,
         n_val=len(val_ids),
         folds=members[0].folds,
-        dataset=members[0].dataset,
-        synthetic=members[0].synthetic,
-        backend=env["backend"],
-        environment=env,
-        artifacts=str(folder),
     )
     try:
         write_text(folder / "spec.json", json.dumps(spec, indent=2))

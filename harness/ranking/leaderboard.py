@@ -3,6 +3,7 @@ the terminal, CSV or Markdown; copy out the best submission."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -11,21 +12,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-from sklearn.metrics import roc_auc_score
 
-from harness.data import _read_labels, clip
+from harness.config import DataConfig
+from harness.data import clip
 from harness.errors import HarnessError
-from harness.ranking.submission import (
-    build_submission,
-    expected_test_ids,
-    parse_submission,
-    read_submission,
-    write_submission,
-)
+from harness.ranking.holdout import Holdout, add_holdout, add_test_auc, read_test_labels  # noqa: F401 (re-exported)
+from harness.ranking.submission import expected_test_ids, read_submission, write_submission
 from harness.store.runs import RunRecord, RunStore
 from harness.terminal.tables import Column, FittedTable, pick_columns
 
-RANK_BY = ("val_accuracy", "val_auc")
+RANK_BY = ("val_accuracy", "val_auc", "holdout_auc")
 DEFAULT_BY = "val_accuracy"  # the card asks for validation accuracy; val AUC breaks ties
 FORMATS = ("table", "csv", "markdown")
 COLUMNS = [
@@ -45,9 +41,16 @@ COLUMNS = [
     "submission",
 ]
 
-HEADERS = {"val_accuracy": "val acc", "val_auc": "val AUC", "test_auc": "test AUC", "parameters": "params",
-           "seconds": "time s", "images_per_s": "img/s", "val_set": "sample · val"}  # fmt: skip
-_NUMBERS = ("rank", "val_accuracy", "val_auc", "test_auc", "parameters", "epochs", "seconds", "images_per_s")
+HEADERS = {"val_accuracy": "val acc", "val_auc": "val AUC", "test_auc": "test AUC", "holdout_auc": "holdout AUC",
+           "gap": "val-holdout", "parameters": "params", "seconds": "time s", "images_per_s": "img/s",
+           "val_set": "sample · val"}  # fmt: skip
+_NUMBERS = ("rank", "val_accuracy", "val_auc", "test_auc", "holdout_auc", "gap", "parameters", "epochs", "seconds",
+            "images_per_s")  # fmt: skip
+# Scores on known labels of an external set (--holdout, or --test-labels's older column), shown beside val AUC.
+_HELD = ("holdout_auc", "gap", "test_auc")
+
+
+_DATA_DEFAULTS = dataclasses.asdict(DataConfig())
 
 
 def _origin(record: RunRecord) -> str:
@@ -63,6 +66,8 @@ def _val_key(record: RunRecord) -> str:
     (the spec's `data`) and they validated as many images (an ensemble blends its members' shared images).
     """
     data = (record.spec or {}).get("data")
+    if isinstance(data, dict):  # a setting at its default is the same split as a record written before it existed
+        data = {k: v for k, v in data.items() if _DATA_DEFAULTS.get(k, object()) != v}
     raw = json.dumps([record.dataset, data, record.n_val], sort_keys=True, default=str)
     return hashlib.blake2b(raw.encode(), digest_size=4).hexdigest()
 
@@ -85,14 +90,17 @@ def _val_label(record: RunRecord, long: bool = False) -> str:
     return " · ".join(parts)
 
 
-def rank(records: list[RunRecord], by: str = DEFAULT_BY) -> pd.DataFrame:
+def rank(records: list[RunRecord], by: str = DEFAULT_BY, holdout: Holdout | None = None) -> pd.DataFrame:
     """Complete runs first, best first by `by` (ties broken by the other metric); unfinished runs after, unranked.
 
-    Every run is ranked together here, whatever its validation set: see `comparable` for the honest ranking.
+    With `holdout`, each run's submission is scored on its labels (columns holdout_auc and gap), which `by` may
+    rank by. Every run is ranked together here, whatever its validation set: see `comparable` for the honest ranking.
     """
     if by not in RANK_BY:
         raise HarnessError(f"--by must be one of {', '.join(RANK_BY)}, got {by!r}")
-    other = "val_auc" if by == "val_accuracy" else "val_accuracy"
+    if by == "holdout_auc" and holdout is None:
+        raise HarnessError("--by holdout_auc needs --holdout CSV (labels of an external set to score submissions on)")
+    other = "val_auc" if by != "val_auc" else "val_accuracy"
     rows = [
         {
             "run": r.run_id,
@@ -126,6 +134,8 @@ def rank(records: list[RunRecord], by: str = DEFAULT_BY) -> pd.DataFrame:
     keys_per_label = frame.groupby("val_set")["val_key"].transform("nunique")
     for column in ("val_set", "val_set_long"):
         frame[column] = frame[column].where(keys_per_label <= 1, frame[column] + " #" + frame["val_key"].str[:4])
+    if holdout is not None:
+        frame = add_holdout(frame, holdout)
     scored = frame["status"].eq("complete") & frame[by].notna()
     done = frame[scored].sort_values([by, other, "created_at"], ascending=[False, False, True], na_position="last")
     rest = frame[~scored].sort_values("created_at")
@@ -190,58 +200,13 @@ def study_runs(store: RunStore, study: str | None) -> list[RunRecord]:
     )
 
 
-def read_test_labels(labels_csv: str | Path) -> pd.Series:
-    """Known test labels (id,label; every id once, each label 0 or 1, both classes), or one line naming the file."""
-    path = Path(labels_csv)
-    if not path.is_file():
-        raise HarnessError(f"--test-labels {path}: {'not a regular file' if path.exists() else 'no such file'}")
-    try:
-        ids, labels = _read_labels(path)  # the checks of train_labels.csv: columns, plain unique ids, labels 0/1
-    except HarnessError as exc:
-        raise HarnessError(f"--test-labels: {exc}") from None
-    except OSError as exc:
-        raise HarnessError(f"--test-labels {path}: cannot read it ({exc.strerror or exc})") from None
-    if len(set(labels.tolist())) < 2:
-        raise HarnessError(f"--test-labels {path}: every label is {labels[0]}; a test AUC needs both classes")
-    return pd.Series(labels, index=pd.Index(ids, name="id"), name="label")
-
-
-def add_test_auc(frame: pd.DataFrame, labels_csv: str | Path) -> pd.DataFrame:
-    """A `test_auc` column: each run's submission scored against known test labels (ROC AUC, as Kaggle does).
-
-    The labels must cover exactly the ids of each scored submission, and each submission must be a valid one."""
-    truth = read_test_labels(labels_csv)
-    scores: list[float | None] = []
-    for run, path in zip(frame["run"], frame["submission"], strict=True):
-        if not isinstance(path, str) or not Path(path).exists():
-            scores.append(None)
-            continue
-        try:
-            submission = parse_submission(path, max_rows=len(truth))
-        except HarnessError as exc:
-            raise HarnessError(f"run {run}: {exc}") from None
-        unlabelled = submission.loc[~submission["id"].isin(truth.index), "id"]
-        if len(unlabelled):
-            raise HarnessError(
-                f"--test-labels {labels_csv} has no label for test id {clip(unlabelled.iloc[0])!r} (run {run})"
-            )
-        absent = truth.index.difference(submission["id"])
-        if len(absent):
-            raise HarnessError(
-                f"--test-labels {labels_csv}: id {clip(absent[0])!r} is not in the test set of run {run}"
-                f" ({len(absent)} of {len(truth)} labelled ids are not in its submission {path})"
-            )
-        ids, probabilities = submission["id"].tolist(), submission["label"].to_numpy()
-        checked = build_submission(ids, probabilities, list(truth.index), f"run {run}: submission {path}")
-        scores.append(float(roc_auc_score(truth.to_numpy(), checked["label"].to_numpy())))
-    return frame.assign(test_auc=scores)
-
-
 def _cell(value: object, column: str) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
-    if column in ("val_accuracy", "val_auc", "test_auc"):
+    if column in ("val_accuracy", "val_auc", "test_auc", "holdout_auc"):
         return f"{float(value):.4f}"  # type: ignore[arg-type]
+    if column == "gap":
+        return f"{float(value):+.4f}"  # type: ignore[arg-type]
     if column == "parameters":
         return f"{int(value):,}"  # type: ignore[call-overload]
     if column in ("seconds", "images_per_s"):
@@ -264,19 +229,23 @@ def _compact_count(value: object) -> str:
 
 
 def _columns(frame: pd.DataFrame) -> list[str]:
-    """The displayed columns: test AUC beside val AUC when test labels were given."""
-    if "test_auc" not in frame:
-        return COLUMNS
+    """The displayed columns: holdout (or test) AUC and the gap beside val AUC when their labels were given."""
+    held = [c for c in _HELD if c in frame]
     at = COLUMNS.index("val_auc") + 1
-    return [*COLUMNS[:at], "test_auc", *COLUMNS[at:]]
+    return [*COLUMNS[:at], *held, *COLUMNS[at:]]
 
 
 def choose_columns(text: str | None, frame: pd.DataFrame) -> list[str] | None:
     """`--columns a,b,c` checked against the columns this leaderboard has; None when not given."""
     if text is None:
         return None
+    if "test_auc" in text.split(",") and "test_auc" not in frame and "holdout_auc" in frame:
+        text = ",".join("holdout_auc" if name == "test_auc" else name for name in text.split(","))  # --test-labels
     if "test_auc" in text.split(",") and "test_auc" not in frame:
         raise HarnessError("--columns test_auc needs --test-labels CSV (known test labels to score submissions)")
+    for column in ("holdout_auc", "gap"):
+        if column in text.split(",") and column not in frame:
+            raise HarnessError(f"--columns {column} needs --holdout CSV (labels of an external set)")
     return pick_columns(text, _columns(frame))
 
 
@@ -300,7 +269,8 @@ def render_table(
     """A table sized to the console it is printed on (see harness.terminal.tables): the essential columns always, more
     as the width allows; `columns` fixes the choice instead."""
     cells = {key: [_row_cells(row, [key])[0] for _, row in frame.iterrows()] for key in _columns(frame)}
-    means = {key: [_cell(value, key) for value in frame[key]] for key in ("val_accuracy", "val_auc")}
+    shown = [key for key in ("val_accuracy", "val_auc", *_HELD) if key in frame]
+    means = {key: [_cell(value, key) for value in frame[key]] for key in shown}
 
     def column(key: str, values: list[str] | None = None) -> Column:
         justify = "right" if key in _NUMBERS else "left"
@@ -309,7 +279,7 @@ def render_table(
     styles = [None if status == "complete" else "dim" for status in frame["status"]]
     if columns:
         return FittedTable(title, columns, [column(key) for key in columns], len(columns), styles)
-    other = "val_auc" if by == "val_accuracy" else "val_accuracy"
+    other = "val_auc" if by != "val_auc" else "val_accuracy"
     mixed = frame["val_key"].nunique() > 1
     unfinished = bool(frame["status"].ne("complete").any())
     compact = [_compact_count(value) for value in frame["parameters"]]
@@ -317,7 +287,7 @@ def render_table(
     # Cross-validated runs' spread over folds ("± 0.0123") comes in when there is room.
     steps = [column("rank"), column("run", _short_ids(frame["run"])), column(by, means[by]), column("architecture")]
     steps += [column(other, means[other])]
-    steps += [column("test_auc")] if "test_auc" in frame else []
+    steps += [column(key) for key in _HELD if key in frame and key != by]
     steps += [column("parameters", compact)]
     steps += [column("val_set")] if mixed else []  # runs on several validation sets: the column that says so
     steps += [column("parameters"), column("val_set"), column(by), column(other)]

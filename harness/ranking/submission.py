@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from harness.atomic import atomic_path
-from harness.data import MAX_ID_LENGTH, SUBMISSION_CSV, _read_submission_ids, _scan_folder, clip
+from harness.data import MAX_ID_LENGTH, SUBMISSION_CSV, clip, read_submission_ids, scan_folder
 from harness.errors import HarnessError, one_line
 
 # A submission row is an id, a comma, a number and a line end: a file longer than this per expected row is not
@@ -24,11 +24,11 @@ def expected_test_ids(data_dir: str | Path | None) -> list[str]:
     root = Path(data_dir)
     if not root.is_dir():
         raise HarnessError(f"data folder {root} does not exist or is not a folder")
-    test_ids = sorted(_scan_folder(root, "test"))
+    test_ids = sorted(scan_folder(root, "test"))
     if not test_ids:
         raise HarnessError(f"{root / 'test'} holds no images")
     sample = root / SUBMISSION_CSV
-    return _read_submission_ids(sample, test_ids) if sample.is_file() else test_ids
+    return read_submission_ids(sample, test_ids) if sample.is_file() else test_ids
 
 
 def build_submission(

@@ -28,7 +28,8 @@ COLUMNS = (
     ("seconds", "time (s)"),
     ("budget", "budget"),
 )
-NUMERIC = frozenset({"rank", "val_accuracy", "val_auc", "parameters", "epochs", "seconds"})
+NUMERIC = frozenset({"rank", "val_accuracy", "val_auc", "holdout_auc", "gap", "parameters", "epochs", "seconds"})
+HELD = (("holdout_auc", "holdout AUC"), ("gap", "val − holdout"))  # after val AUC when a holdout was scored
 VERDICT_CLASSES = {"supported": "good", "not supported": "bad"}  # anything else: inconclusive
 
 CSS = """
@@ -140,7 +141,9 @@ def cell(value: object, column: str, std: object = None) -> str:
     """One leaderboard cell as text: metrics to 4 decimals (± the spread over folds), counts as integers."""
     if _missing(value):
         return "-"
-    if column in ("val_accuracy", "val_auc"):
+    if column == "gap":
+        return f"{float(value):+.4f}"  # type: ignore[arg-type]
+    if column in ("val_accuracy", "val_auc", "holdout_auc"):
         text = f"{float(value):.4f}"  # type: ignore[arg-type]
         return text + (f" ± {float(std):.4f}" if not _missing(std) else "")  # type: ignore[arg-type]
     if column in ("rank", "parameters", "epochs"):
@@ -158,16 +161,18 @@ def budget_codes(budgets: pd.Series) -> dict[str, str]:
 
 def _leaderboard(frame: pd.DataFrame, compared: str | None) -> str:
     codes = budget_codes(frame["budget"]) if "budget" in frame else {}
+    at = [key for key, _ in COLUMNS].index("val_auc") + 1
+    columns = (*COLUMNS[:at], *(HELD if "holdout_auc" in frame else ()), *COLUMNS[at:])
     head = "".join(
         f'<th class="{"num" if key in NUMERIC else ""}" data-col="{key}">{html.escape(name)}</th>'
-        for key, name in COLUMNS
+        for key, name in columns
     )
     rows = []
     for _, row in frame.iterrows():
         ranked = not _missing(row["rank"])
         css = "top" if ranked and int(row["rank"]) == 1 else ("" if ranked else "unranked")
         cells = []
-        for key, _name in COLUMNS:
+        for key, _name in columns:
             kind = "num" if key in NUMERIC else key if key in ("run", "budget", "val_set") else ""
             text = cell(row.get(key), key, row.get(f"{key}_std"))
             hover = row.get("error") if key == "status" else row.get("budget") if key == "budget" else None

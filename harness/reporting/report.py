@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import json
 import math
 import warnings
@@ -21,12 +20,14 @@ import pandas as pd
 
 from harness.atomic import write_text
 from harness.errors import HarnessError
+from harness.ranking.holdout import Holdout, holdout_note
 from harness.ranking.leaderboard import DEFAULT_BY, comparable, rank
+from harness.ranking.scope import on_dataset
 from harness.reporting.html import Figure, Page, write_page
 from harness.reporting.hypothesis import INCONCLUSIVE, VERDICT_RULE, Evidence, bootstrap_spearman, judge
 from harness.reporting.plots import integer_epochs, save_figure
 from harness.store.runs import RunRecord, engine_url, redact
-from harness.training.budget import budget_key, budget_text
+from harness.training.budget import BUDGET_NAMES, budget_key, budget_text
 from harness.workspace import Workspace
 
 MIN_IMPORTANCE_TRIALS = 5  # fANOVA on fewer complete trials says nothing
@@ -44,34 +45,18 @@ OBSERVATIONAL = (
 )
 
 
-@functools.lru_cache(maxsize=64)
-def _built_structure(architecture: str, kwargs_json: str) -> tuple[int, int]:
-    import keras
-
-    from harness.registry import build_model
-
-    model = build_model(architecture, **json.loads(kwargs_json))
-    convs: list[Any] = []
-    stack = list(model.layers)
-    while stack:  # walk nested models too
-        layer = stack.pop()
-        if isinstance(layer, keras.layers.Conv2D):
-            convs.append(layer)
-        stack.extend(getattr(layer, "layers", []))
-    result = (len(convs), max((c.filters for c in convs), default=0))
-    del model
-    keras.backend.clear_session()
-    return result
-
-
 def structure(architecture: str, arch_kwargs: dict[str, Any]) -> tuple[int, int]:
-    """(depth, width): the number of conv layers and the most filters in one; read from cnn's arguments, else built."""
-    if architecture == "cnn" and "widths" in arch_kwargs and "convs" in arch_kwargs:
-        return int(sum(arch_kwargs["convs"])), int(max(arch_kwargs["widths"]))
+    """(depth, width): the number of conv layers and the most filters in one, from the architecture's cost (measured
+    on the built model where its cost function leaves them out)."""
+    from harness.cost import architecture_cost, measured_cost
+
     try:
-        return _built_structure(architecture, json.dumps(arch_kwargs, sort_keys=True))
+        cost = architecture_cost(architecture, **arch_kwargs)
+        if cost.depth is None or cost.width is None:
+            cost = measured_cost(architecture, **arch_kwargs)
     except Exception:  # an architecture no longer registered: leave its point off the depth and width plots
         return (0, 0)
+    return (cost.depth or 0, cost.width or 0)
 
 
 def _label(record: RunRecord) -> str:
@@ -125,7 +110,8 @@ def runs_frame(records: list[RunRecord]) -> pd.DataFrame:
 
 def _budget_text(budget: str) -> str:
     key = tuple(json.loads(budget))
-    _dataset, protocol, sample, seed, folds, epochs = key[:6]
+    parts = dict(zip(BUDGET_NAMES, key, strict=False))  # by name: the key grows with the budget knobs
+    protocol, sample, seed, folds, epochs = (parts.get(k) for k in ("protocol", "sample", "seed", "folds", "epochs"))
     if epochs is None:  # an ensemble: it trains nothing, so only its members' validation split describes it
         split = f"protocol {protocol}, sample {sample or 'all'}, split seed {seed}"
         return f"ensemble (a blend of other runs, no epochs of its own; {split}" + (
@@ -278,17 +264,21 @@ def _scope(records: list[RunRecord], study: str | None) -> tuple[list[RunRecord]
         if not mine:
             known = sorted({r.study for r in records if r.study})
             raise HarnessError(f"no runs of study {study!r}; studies: {', '.join(known) or 'none yet'}")
-        dataset = mine[-1].dataset
-        return [r for r in records if r.dataset == dataset and (r.study == study or r.origin == "baseline")], dataset
-    dataset = records[-1].dataset
-    return [r for r in records if r.dataset == dataset], dataset
+        scope = on_dataset(records, mine[-1].dataset)
+        return [r for r in scope.runs if r.study == study or r.origin == "baseline"], scope.dataset
+    scope = on_dataset(records)
+    return scope.runs, scope.dataset
 
 
-def write_report(workspace: Workspace, study: str | None = None, html: bool = False) -> Path:
+def write_report(
+    workspace: Workspace, study: str | None = None, html: bool = False, holdout: str | Path | None = None
+) -> Path:
     """Write report.md and its PNGs to <results>/report/ (or <results>/report-<study>/); return report.md's path.
 
-    With `html`, also report.html beside it: one self-contained page (see harness.reporting.html).
+    With `html`, also report.html beside it: one self-contained page (see harness.reporting.html). With `holdout`
+    (labels of an external set), a section and leaderboard columns with each run's holdout AUC and gap.
     """
+    held = Holdout.read(holdout) if holdout else None  # bad labels fail before anything is written
     records = workspace.store().runs()
     scoped, dataset = _scope(records, study)
     folder = workspace.results / (f"report-{study}" if study else "report")
@@ -382,9 +372,11 @@ def write_report(workspace: Workspace, study: str | None = None, html: bool = Fa
     else:
         md.append("No search trials in scope yet: run `harness search`.")
     md.append("")
+    if held is not None:
+        md += _holdout_section(leaderboard_frame(scoped, frame, held)[0], held)
     write_text(folder / "report.md", "\n".join(md) + "\n")
     if html:
-        ranked, notes = leaderboard_frame(scoped, frame)
+        ranked, notes = leaderboard_frame(scoped, frame, held)
         page = Page(
             scope=f"{scope}. {store_text} Markdown version: `report.md` beside this page.",
             synthetic=synthetic,
@@ -411,13 +403,24 @@ RANKING = (
 )
 
 
-def leaderboard_frame(records: list[RunRecord], frame: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+def leaderboard_frame(
+    records: list[RunRecord], frame: pd.DataFrame, holdout: Holdout | None = None
+) -> tuple[pd.DataFrame, list[str]]:
     """`harness leaderboard`'s ranking of `records` (its default metric, its validation-set rule), with each run's
-    budget in words, and its notes on the runs it left out."""
-    board = comparable(rank(records, DEFAULT_BY), DEFAULT_BY)
+    budget in words, and its notes on the runs it left out; with `holdout`, its holdout AUC and gap."""
+    board = comparable(rank(records, DEFAULT_BY, holdout), DEFAULT_BY)
     budgets = dict(zip(frame["run_id"], frame["budget"], strict=True))
     ranked = board.frame.assign(budget=[_budget_text(budgets[run]) for run in board.frame["run"]])
     return ranked, board.notes()
+
+
+def _holdout_section(ranked: pd.DataFrame, holdout: Holdout) -> list[str]:
+    """Validation beside the holdout for the ranked runs: does validation predict unseen images?"""
+    md = ["## Holdout: validation against unseen images", ""]
+    md += [f"Each run's test predictions scored on `{holdout.path}`; gap = val AUC - holdout AUC.", ""]
+    rows = ranked[ranked["rank"].notna()]
+    md += _table(rows, ["rank", "run", "architecture", "val_auc", "holdout_auc", "gap"])
+    return [*md, "", holdout_note(ranked), ""]
 
 
 def top_curves(ranked: pd.DataFrame, records: list[RunRecord], top: int = TOP_CURVES) -> list[Figure]:

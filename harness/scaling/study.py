@@ -14,7 +14,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.architectures.cnn import feature_map_size
 from harness.config import DataConfig, Origin, RunSpec, TrainingConfig, check_study_name
 from harness.cost import Cost, architecture_cost
 from harness.errors import HarnessError
@@ -108,17 +107,17 @@ def resolve_base(name: str, store: RunStore | None, options: ScaleOptions) -> Ba
     data = DataConfig(protocol=options.protocol, sample=options.sample, seed=options.split_seed)
     if name in ARCHITECTURES:
         entry = ARCHITECTURES.get(name)
-        point = {} if name == "cnn" else entry.meta.get("cnn_point")  # cnn itself: its own defaults
+        point = {} if name == "cnn" else entry.cnn_point  # cnn itself: its own defaults
         if point is None:
             raise HarnessError(f"--base {name}: not a point of the cnn family; use seed_model1/2/3, cnn or a run id")
-        return Base(name, dict(point), entry.meta.get("training") or TrainingConfig(), data)
+        return Base(name, dict(point), entry.training or TrainingConfig(), data)
     if store is not None and store.has(name):
         spec = RunSpec.from_dict(store.get(name).spec or {})
-        if spec.architecture != "cnn" and spec.architecture not in ARCHITECTURES.names(baseline=True):
+        point = spec.arch_kwargs if spec.architecture == "cnn" else None
+        if spec.architecture in ARCHITECTURES and spec.architecture != "cnn":
+            point = ARCHITECTURES.get(spec.architecture).cnn_point
+        if point is None:
             raise HarnessError(f"--base {name}: run of {spec.architecture}, not of the cnn family")
-        point = (
-            spec.arch_kwargs if spec.architecture == "cnn" else ARCHITECTURES.get(spec.architecture).meta["cnn_point"]
-        )
         return Base(name, dict(point), spec.training, spec.data)
     raise HarnessError(f"--base {name!r} is neither a registered architecture nor a run in the store")
 
@@ -127,20 +126,20 @@ def scaled(kwargs: dict[str, Any], axis: str, multiplier: float) -> dict[str, An
     """`cnn` keyword arguments with the convs' widths and/or their number per block multiplied (the head stays)."""
     import inspect
 
-    from harness.architectures.cnn import cnn
-
-    defaults = {k: p.default for k, p in inspect.signature(cnn).parameters.items()}
+    defaults = {k: p.default for k, p in inspect.signature(ARCHITECTURES.get("cnn").builder).parameters.items()}
     point = {**{k: defaults[k] for k in ("widths", "convs", "padding")}, **kwargs}
     out = dict(kwargs)
     if axis in ("width", "compound"):
         out["widths"] = [max(MIN_WIDTH, round(w * multiplier)) for w in point["widths"]]
     if axis in ("depth", "compound"):
         out["convs"] = [max(1, round(c * multiplier)) for c in point["convs"]]
-        if feature_map_size(96, out["convs"], point["padding"]) < 1:
+        try:
+            architecture_cost("cnn", **{**point, **out})
+        except ValueError:  # the cost function refuses what the builder would: a feature map below 1x1
             raise HarnessError(
                 f"--multipliers {multiplier:g} on depth gives convs {out['convs']}, which shrink a 96px input below"
                 f" 1x1 with {point['padding']} padding; choose smaller depth multipliers"
-            )
+            ) from None
     return out
 
 

@@ -6,7 +6,6 @@ import dataclasses
 import datetime as dt
 import os
 import socket
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -18,7 +17,6 @@ from sqlalchemy.exc import (
     DBAPIError,
     IntegrityError,
     OperationalError,
-    ProgrammingError,
     SQLAlchemyError,
 )
 
@@ -34,6 +32,7 @@ from harness.store.database import (  # noqa: F401
     parse,
     redact,
 )
+from harness.store.migrations import foreign_table, migrate
 
 _T = TypeVar("_T")
 
@@ -170,20 +169,8 @@ class RunStore:
             if self.backend == "sqlite":
                 sa.event.listen(self.engine, "connect", _sqlite_pragmas)
                 self._check_sqlite_file()
-            for attempt in range(5):
-                try:
-                    metadata.create_all(self.engine)
-                    break
-                except (IntegrityError, ProgrammingError, OperationalError) as exc:
-                    # Processes starting together on a new database race to create the table (PostgreSQL raises
-                    # IntegrityError/ProgrammingError, SQLite "table already exists" or "locked"): look again. A
-                    # server that does not answer is not retried: its connect timeout has been spent already.
-                    racing = not isinstance(exc, OperationalError) or (
-                        self.backend == "sqlite" and any(w in str(exc.orig) for w in ("already exists", "locked"))
-                    )
-                    if attempt == 4 or not racing:
-                        raise
-                    time.sleep(0.5)
+            # Creates a new store, or brings an older one forward (one locked transaction); refuses a newer one.
+            self.schema_before = migrate(self.engine, runs_table, self.where)  # its version when opened; 0: new
             self._check_table()
         except DatabaseError as exc:
             if self._is_damage(exc):
@@ -215,15 +202,12 @@ class RunStore:
         )
 
     def _check_table(self) -> None:
-        """A `harness_runs` table made by another program is named, never written to or read as ours."""
+        """A `harness_runs` table made by another program is named, never written to or read as ours (the migrations
+        refuse one without the first release's columns; this catches the rest)."""
         have = {column["name"] for column in sa.inspect(self.engine).get_columns(runs_table.name)}
         missing = [column.name for column in runs_table.columns if column.name not in have]
         if missing:
-            more = f" and {len(missing) - 4} more" if len(missing) > 4 else ""
-            raise HarnessError(
-                f"table {runs_table.name} in {self.where} was not made by harness (it has no column "
-                f"{', '.join(missing[:4])}{more}): point --storage at another database"
-            )
+            raise foreign_table(runs_table, self.where, missing)
 
     def _call(self, doing: str, operation: Callable[[], _T]) -> _T:
         """Run one database operation; whatever fails becomes one line that names the store.

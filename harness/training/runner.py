@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import secrets
-import time
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,7 +16,7 @@ import pandas as pd
 from rich.console import Console
 
 from harness.atomic import atomic_path, write_text
-from harness.backend import environment, forget_traced_gradients
+from harness.backend import forget_traced_gradients
 from harness.config import RunSpec
 from harness.data import Dataset
 from harness.data.feed import ImageBatches
@@ -26,15 +24,12 @@ from harness.data.splits import Split, make_splits
 from harness.errors import HarnessError, one_line
 from harness.ranking.submission import build_submission, write_submission
 from harness.reporting import plots
+from harness.runs import new_run_id, start_run
 from harness.store.runs import RunRecord, RunStore
 from harness.terminal.progress import Overall, display_label, epoch_progress
 from harness.training.augment import TTA_TRANSFORMS
 from harness.training.metrics import binary_metrics
 from harness.training.train import FitResult, build_core, compile_model, fit, model_input_shape, with_input_pipeline
-
-
-def new_run_id(architecture: str) -> str:
-    return f"{time.strftime('%Y%m%d-%H%M%S')}-{architecture}-{secrets.token_hex(3)}"
 
 
 @dataclass
@@ -73,25 +68,17 @@ class Runner:
         folder = self.results_dir / "runs" / run_id
         folder.mkdir(parents=True, exist_ok=True)
         splits = self.splits_for(spec)
-        env = environment()
-        self.store.start(
+        start_run(
+            self.store,
             run_id,
-            architecture=spec.architecture,
-            origin=spec.origin.kind,
-            study=spec.origin.study,
-            trial=spec.origin.trial,
-            tuner=spec.origin.tuner,
-            spec=spec.to_dict(),
+            spec,
+            dataset=self.dataset.root,
+            synthetic=self.dataset.synthetic,
             hyperparameters=hyperparameters,
+            artifacts=folder,
             n_train=len(splits[0].train),
             n_val=sum(len(s.val) for s in splits),
             folds=len(splits),
-            tta=spec.training.tta,
-            dataset=str(self.dataset.root),
-            synthetic=self.dataset.synthetic,
-            backend=env["backend"],
-            environment=env,
-            artifacts=str(folder),
         )
         write_text(folder / "spec.json", json.dumps(spec.to_dict(), indent=2, default=str))
         try:
@@ -179,7 +166,6 @@ class Runner:
         augment = spec.training.augment
         # The architecture's layers compute in the run's precision; the pipeline's input and the output stay float32.
         core = build_core(spec.architecture, spec.training.precision, model_input_shape(augment), **spec.arch_kwargs)
-        model = compile_model(with_input_pipeline(core, augment, spec.seed), spec.training)
         train_set = self.dataset.train
         batch = spec.training.batch_size
         train = ImageBatches(
@@ -192,6 +178,8 @@ class Runner:
             steps=spec.training.steps_per_epoch,
         )
         val = ImageBatches(train_set.images, split.val, train_set.labels, batch)
+        # A learning-rate schedule spans the run's steps: compiled once the batches per epoch are known.
+        model = compile_model(with_input_pipeline(core, augment, spec.seed), spec.training, len(train))
         shown = display_label(label, spec.origin.study, spec.origin.trial)
         assert self.console is not None
         extra = [*callbacks, epoch_progress(shown, spec.training.epochs, self.console, self.progress, self.overall)]

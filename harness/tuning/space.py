@@ -8,10 +8,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from harness.config import AugmentConfig, OptimizerConfig
+from harness.config import OPTIMIZERS, AugmentConfig, OptimizerConfig
 from harness.errors import HarnessError
 
-OPTIMIZER_CHOICES = ("adam", "adamw", "rmsprop", "sgd")
+OPTIMIZER_CHOICES = tuple(OPTIMIZERS)  # in config order: a study samples the same choice list
 LEARNING_RATE_RANGE = (1e-5, 1e-2)  # holds the seed's 1e-3 and 1e-4
 SGD_MOMENTUM = 0.9
 
@@ -41,6 +41,8 @@ class Sample:
     optimizer: OptimizerConfig
     batch_size: int | None = None
     augment: AugmentConfig | None = None  # None: the study's own augmentation settings
+    # Training-recipe fields the space chooses per trial (lr_schedule, weight_decay, ema, ...): TrainingConfig names.
+    recipe: dict[str, Any] = field(default_factory=dict)
     # Values computed from the suggestions (effective convs, widths, parameter count), stored with the run.
     derived: dict[str, Any] = field(default_factory=dict)
 
@@ -51,16 +53,20 @@ SpaceFunction = Callable[[Suggest], Sample]
 def with_compute_cap(space: SpaceFunction, max_gmacs: float | None) -> SpaceFunction:
     """`space`, refusing points whose forward pass costs more than `max_gmacs` billion MACs per image.
 
-    For CPU budgets: a trial's time follows its compute, not its parameter count. Spaces that report no cost
-    (derived['gmacs']) are not capped.
+    For CPU budgets: a trial's time follows its compute, not its parameter count. The cost is the space's own
+    derived['gmacs'] where it computes one, else the sampled architecture's cost function: every space is capped.
     """
     if max_gmacs is None:
         return space
 
     def capped(s: Suggest) -> Sample:
+        from harness.cost import architecture_cost
+
         sample = space(s)
         cost = sample.derived.get("gmacs")
-        if cost is not None and cost > max_gmacs:
+        if cost is None:
+            cost = architecture_cost(sample.architecture, **sample.arch_kwargs).gmacs
+        if cost > max_gmacs:
             raise InvalidConfiguration(f"{cost:.2f} GMACs per image exceed --max-gmacs {max_gmacs:g}")
         return sample
 

@@ -2,52 +2,67 @@
 
 from __future__ import annotations
 
-import dataclasses
 import statistics
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.config import AugmentConfig, RunSpec, TrainingConfig, check_study_name
+from harness.config import DataConfig, RunSpec, TrainingConfig, check_study_name
 from harness.errors import HarnessError
 from harness.registry import SEARCH_SPACES
-from harness.search.space import with_compute_cap
-from harness.search.trials import StudySettings, TrialResult, TrialRunner, reconcile
+from harness.settings import check_names, flag_of, knobs, nested
 from harness.store.runs import RunRecord, redact
 from harness.terminal.progress import TrialClock
 from harness.training.budget import budget_key, budget_of, budget_text
 from harness.training.runner import Runner
+from harness.tuning.settings import StudySettings, reconcile
+from harness.tuning.space import with_compute_cap
+from harness.tuning.trials import TrialResult, TrialRunner
 from harness.workspace import Workspace
 
-TUNERS = ("optuna", "keras-tuner")
-DEFAULT_EPOCHS = 10  # the seed's shortest training (model 1); choose fewer with --epochs for a quick search
-DEFAULT_BATCH_SIZE = 50  # the seed's generator batch
 
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class SearchOptions:
-    """The flags of `harness search`. `trials` is the study's total, not this session's share."""
+    """What one session of `harness search` is asked: the session's own options, and the study settings given.
+
+    Settings are keyword arguments named as StudySettings.names() (space, tuner, epochs, sample, dihedral, ...);
+    one left out (or None) takes the stored study's value when it resumes one, else the default.
+    `trials` is the study's total, not this session's share.
+    """
 
     trials: int = 50
-    tuner: str = "optuna"
-    algorithm: str | None = None  # KerasTuner only: hyperband, bayesian (default) or random
-    space: str = "widen"
     study: str | None = None
     timeout_minutes: float | None = None
-    epochs: int | None = None
-    sample: int | None = None
-    protocol: str = "seed"
-    seed: int = 101
-    batch_size: int | None = None
-    folds: int = 1
-    augment: AugmentConfig | None = None
-    tta: int = 1
-    precise_bn: int | None = None
-    precision: str | None = None  # float32 unless given: see TrainingConfig.precision
-    max_gmacs: float | None = None  # prune points costlier than this per image (CPU budgets)
     progress: bool = True
     pruner: Any = None  # an optuna pruner to use instead of Hyperband (experiments and tests)
     open_only: bool = False  # validate, create or load the study, run no trial (`--workers` does this first)
+    workers: int = 1  # local processes sharing --trials (Optuna only): see search.workers
+    given: dict[str, Any] = field(default_factory=dict)  # the study settings asked for, by flat name
+
+    def __init__(
+        self,
+        trials: int = 50,
+        study: str | None = None,
+        timeout_minutes: float | None = None,
+        progress: bool = True,
+        pruner: Any = None,
+        open_only: bool = False,
+        workers: int = 1,
+        given: dict[str, Any] | None = None,
+        **settings: Any,
+    ) -> None:
+        values = {**(given or {}), **settings}
+        check_names(values, StudySettings.names())
+        session = {"trials": trials, "study": study, "timeout_minutes": timeout_minutes, "progress": progress}
+        session |= {"pruner": pruner, "open_only": open_only, "workers": workers}
+        for name, value in session.items():
+            object.__setattr__(self, name, value)
+        object.__setattr__(self, "given", {k: v for k, v in values.items() if v is not None})
+
+    def __getattr__(self, name: str) -> Any:  # options.tuner, options.epochs: a setting as given (None: not given)
+        if name.startswith("_") or name not in StudySettings.names():
+            raise AttributeError(name)
+        return self.__dict__.get("given", {}).get(name)
 
 
 def default_study_name(space: str, tuner: str, algorithm: str | None) -> str:
@@ -70,6 +85,7 @@ class SearchSummary:
     seconds: float
     synthetic: bool = False
     notes: list[str] = field(default_factory=list)
+    worker_codes: list[int] = field(default_factory=list)  # --workers: each process's exit code
 
     @property
     def best(self) -> RunRecord | None:
@@ -90,7 +106,7 @@ class SearchSummary:
         s = self.settings
         tuner = s.tuner + (f" ({s.algorithm})" if s.algorithm else " (TPE, Hyperband pruning)")
         ran = len(self.results)
-        reference = budget_of(None, RunSpec("cnn", {}, s.training(), s.data).to_dict())
+        reference = budget_of(None, RunSpec("cnn", {}, s.training, s.data).to_dict())
         lines = [
             f"study {self.study}: {tuner}, space {s.space}; {self.after} of {self.total} trials done "
             f"({ran} this session, {self.seconds / 60:.1f} min)" + (" - synthetic demo data" if self.synthetic else ""),
@@ -114,12 +130,7 @@ class SearchSummary:
                 f"val acc {baseline.val_accuracy:.4f} (run {baseline.run_id})"
             )
         else:
-            flags = f"--epochs {s.epochs}" + (f" --sample {s.sample}" if s.sample else "")
-            flags += f" --protocol {s.protocol} --seed {s.seed}" + (f" --folds {s.folds}" if s.folds > 1 else "")
-            flags += (f" --tta {s.tta}" if s.tta > 1 else "") + f" --precise-bn {s.precise_bn}"
-            flags += f" --precision {s.precision}" if s.precision != "float32" else ""
-            flags += " and this search's augmentation flags" if AugmentConfig(**s.augment).active else ""
-            lines.append(f"no baseline at the same budget yet: harness run baselines {flags}")
+            lines.append(f"no baseline at the same budget yet: harness run baselines {baselines_flags(s)}".rstrip())
         memory = self.memory()
         if memory is not None:
             rss = [r.rss_mb for r in self.results]
@@ -135,6 +146,30 @@ class SearchSummary:
         return lines
 
 
+def baselines_flags(settings: StudySettings) -> str:
+    """The flags that make `harness run baselines` train at this study's budget: each budget knob whose value
+    differs from a baseline's own default (its registered training, else the class's)."""
+    from harness.registry import ARCHITECTURES
+
+    names = ARCHITECTURES.names(baseline=True)
+    own = [ARCHITECTURES.get(name).meta.get("training") or TrainingConfig() for name in names] or [TrainingConfig()]
+    flags: list[str] = []
+    for value, defaults in ((settings.training, own), (settings.data, [DataConfig()])):
+        for f in knobs(type(value)):
+            if not (f.metadata["budget"] and f.metadata["cli"]):
+                continue
+            inner = nested(type(value), f)
+            if inner is None:
+                if any(getattr(d, f.name) != getattr(value, f.name) for d in defaults):
+                    flags.append(f"{flag_of(f)} {getattr(value, f.name)}")
+                continue
+            for g in knobs(inner):
+                mine = getattr(getattr(value, f.name), g.name)
+                if g.metadata["cli"] and any(getattr(getattr(d, f.name), g.name) != mine for d in defaults):
+                    flags.append(flag_of(g) if mine is True else f"{flag_of(g)} {mine}")
+    return " ".join(flags)
+
+
 def trials_widens(entry: Any) -> str:
     """The architecture a space widens: named on never-built trials' records."""
     return str(entry.meta.get("widens", "cnn"))
@@ -148,58 +183,35 @@ def _latest_per_trial(runs: list[RunRecord]) -> list[RunRecord]:
     return list(latest.values())
 
 
-def _engine(workspace: Workspace, options: SearchOptions, study: str, algorithm: str | None) -> Any:
-    if options.tuner == "optuna":
-        from harness.search.optuna_engine import OptunaEngine
+def _engine(workspace: Workspace, pruner: Any, study: str, settings: StudySettings) -> Any:
+    if settings.tuner == "optuna":
+        from harness.tuning.optuna_engine import OptunaEngine
 
-        return OptunaEngine(workspace.storage_url, study, options.pruner)
-    from harness.search.keras_tuner_engine import KerasTunerEngine
+        return OptunaEngine(workspace.storage_url, study, pruner)
+    from harness.tuning.keras_tuner_engine import KerasTunerEngine
 
-    return KerasTunerEngine(workspace.results, study, algorithm or "bayesian")
+    return KerasTunerEngine(workspace.results, study, settings.algorithm or "bayesian")
 
 
 def run_search(workspace: Workspace, options: SearchOptions) -> SearchSummary:
     """Run the trials a study still needs to reach `options.trials` in total; each trial is one recorded run."""
     started = time.perf_counter()
-    if options.tuner not in TUNERS:
-        raise HarnessError(f"--tuner must be one of {', '.join(TUNERS)}, got {options.tuner!r}")
     if options.trials < 1:
         raise HarnessError(f"--trials must be at least 1, got {options.trials}")
-    if options.tuner == "optuna" and options.algorithm is not None:
-        raise HarnessError("--algorithm chooses KerasTuner's algorithm; with --tuner optuna the search is TPE")
-    entry = SEARCH_SPACES.get(options.space)
-    algorithm = (options.algorithm or "bayesian") if options.tuner == "keras-tuner" else None
-    study = options.study or default_study_name(options.space, options.tuner, algorithm)
+    asked = StudySettings.from_dict(options.given)  # checks every setting before any work
+    entry = SEARCH_SPACES.get(asked.space)
+    study = options.study or default_study_name(asked.space, asked.tuner, asked.algorithm)
     check_study_name(study)
 
     store = workspace.store()
     store.reap_dead()  # runs of killed processes end as failed before anything is counted
-    others = {r.tuner for r in store.runs(study=study) if r.tuner and r.tuner != options.tuner}
+    others = {r.tuner for r in store.runs(study=study) if r.tuner and r.tuner != asked.tuner}
     if others:
         raise HarnessError(f"study {study!r} belongs to {', '.join(sorted(others))}; name another with --study")
 
-    engine = _engine(workspace, options, study, algorithm)
-    wanted = {
-        "space": options.space,
-        "tuner": options.tuner,
-        "algorithm": algorithm,
-        "epochs": options.epochs or DEFAULT_EPOCHS,
-        "sample": options.sample,
-        "protocol": options.protocol,
-        "seed": options.seed,
-        "batch_size": options.batch_size or DEFAULT_BATCH_SIZE,
-        "folds": options.folds,
-        "augment": dataclasses.asdict(options.augment or AugmentConfig()),
-        "tta": options.tta,
-        "precise_bn": TrainingConfig.precise_bn if options.precise_bn is None else options.precise_bn,
-        "precision": options.precision or TrainingConfig.precision,
-        "max_gmacs": options.max_gmacs,
-    }
-    optional = ("epochs", "sample", "batch_size", "algorithm", "augment", "precise_bn", "precision", "max_gmacs")
-    given = {k for k in optional if getattr(options, k) is not None}
-    explicit = {"space", "tuner", "protocol", "seed", "folds", "tta"} | given
-    settings = StudySettings(**reconcile(study, wanted, explicit, engine.stored_settings()))
-    settings.data  # noqa: B018 - validates protocol and sample before any work (raises ConfigError)
+    engine = _engine(workspace, options.pruner, study, asked)
+    settings = reconcile(study, options.given, engine.stored_settings())
+    entry = SEARCH_SPACES.get(settings.space)  # a resumed study's own space
 
     before = engine.open(settings.as_dict(), entry.builder, options.trials)
     results: list[TrialResult] = []
@@ -224,7 +236,7 @@ def run_search(workspace: Workspace, options: SearchOptions) -> SearchSummary:
     if after < options.trials and results and options.timeout_minutes:
         notes.append(f"stopped starting trials after --timeout {options.timeout_minutes:g} min; rerun to continue")
     runs = [r for r in store.runs(study=study) if r.origin == "search"]
-    reference = RunSpec(trials_widens(entry), {}, settings.training(), settings.data).to_dict()
+    reference = RunSpec(trials_widens(entry), {}, settings.training, settings.data).to_dict()
     key = budget_of(runs[-1].dataset, reference) if runs else None
     baselines = [r for r in store.runs() if r.origin == "baseline" and key is not None and budget_key(r) == key]
     return SearchSummary(

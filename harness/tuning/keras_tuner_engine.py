@@ -16,9 +16,9 @@ from keras_tuner.src import config as kt_config
 
 from harness.atomic import write_text
 from harness.errors import HarnessError
-from harness.search.space import InvalidConfiguration, KerasTunerSuggest, SpaceFunction, declare
-from harness.search.trials import TrialRunner
 from harness.store.runs import RunRecord
+from harness.tuning.space import InvalidConfiguration, KerasTunerSuggest, SpaceFunction, declare
+from harness.tuning.trials import TrialRunner
 
 ALGORITHMS = ("hyperband", "bayesian", "random")
 SETTINGS_FILE = "harness-study.json"

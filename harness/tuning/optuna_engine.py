@@ -15,10 +15,6 @@ from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.exc import IntegrityError, ProgrammingError, SQLAlchemyError
 
 from harness.errors import HarnessError
-from harness.search.optuna_pruning import OptunaPruning
-from harness.search.space import InvalidConfiguration
-from harness.search.study_lock import StudyLock
-from harness.search.trials import TrialRunner
 from harness.store.database import (
     engine_connect_args,
     engine_url,
@@ -32,11 +28,16 @@ from harness.store.database import (
 )
 from harness.store.runs import RunRecord, RunStore, StoreUnavailable
 from harness.training.runner import new_run_id
+from harness.tuning.optuna_pruning import OptunaPruning
+from harness.tuning.space import InvalidConfiguration
+from harness.tuning.study_lock import StudyLock
+from harness.tuning.trials import TrialRunner
 
 HEARTBEAT_SECONDS = 30
 GRACE_SECONDS = 120  # a trial silent this long belongs to a dead process
 STARTUP_TRIALS = 10  # random trials before TPE models the results
 SETTINGS_ATTR = "harness_settings"
+OBJECTIVE = "val_auc"  # the objective's name in the study: each trial's validation AUC, maximised
 # Shorter heartbeats find dead workers sooner (the tests use 1 s and 3 s); every process on a study must agree.
 ENV_HEARTBEAT = "HARNESS_HEARTBEAT_SECONDS"
 ENV_GRACE = "HARNESS_GRACE_SECONDS"
@@ -180,6 +181,8 @@ class OptunaEngine:
                 self.study.set_user_attr(SETTINGS_ATTR, settings)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                if self.study.metric_names != [OBJECTIVE]:  # studies from before it was named get the name too
+                    self.study.set_metric_names([OBJECTIVE])  # what optuna-dashboard shows for the objective
                 optuna.storages.fail_stale_trials(self.study)
         return self.counted()
 

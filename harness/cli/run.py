@@ -1,0 +1,55 @@
+"""`harness run`: train registered architectures, 'baselines' or stored runs again; print the runs' table."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from rich.console import Console
+
+from harness.cli import flags
+
+
+def add(sub: Any) -> None:
+    p = sub.add_parser(
+        "run",
+        help="train registered architectures: 'baselines' or names from 'harness list'",
+        description="Train, validate and predict; each run is recorded in the store with its artifacts.",
+    )
+    p.add_argument(
+        "targets",
+        nargs="+",
+        metavar="ARCH",
+        help="'baselines' (the seed's three CNNs), architecture names, or run ids to rerun (e.g. a search trial,"
+        " with its data protocol; flags given here, such as --augment or --tta, change it)",
+    )
+    flags.where(p)
+    flags.settings(p)
+    p.add_argument(
+        "--save-optimizer",
+        action="store_true",
+        help="keep the optimiser's state in model.keras, to resume training (Adam triples the file; default: weights)",
+    )
+    p.add_argument(
+        "--full-budget",
+        action="store_true",
+        help="on the built-in demo, train each model for its own epochs (default there: one epoch, a quick demo)",
+    )
+    p.set_defaults(handler=cmd_run)
+
+
+def cmd_run(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from harness import api
+    from harness.ranking.leaderboard import rank, render_table
+
+    records = api.run(
+        args.targets,
+        where=flags.workspace(args, err),
+        progress=not args.no_progress,
+        full_budget=args.full_budget,
+        save_optimizer=args.save_optimizer,
+        **flags.given_settings(args),
+    )
+    title = "this run" + (" (synthetic demo data)" if any(r.synthetic for r in records) else "")
+    out.print(render_table(rank(records), title))
+    return 0 if any(r.status == "complete" for r in records) else 1

@@ -1,0 +1,53 @@
+"""`harness search`: open or resume a study, run the trials still due (in K processes with --workers), sum it up."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from rich.console import Console
+
+from harness.cli import flags
+
+
+def add(sub: Any) -> None:
+    from harness.settings import add_flags
+    from harness.tuning.settings import StudySettings
+
+    p = sub.add_parser("search", help="hyperparameter search with Optuna or KerasTuner")
+    p.add_argument("--trials", type=flags.positive_int, default=50, help="trials in the study, in total (default 50)")
+    add_flags(p, StudySettings)  # --space, --tuner, --algorithm, --max-gmacs
+    p.add_argument("--study", help="study name; rerunning with the same name continues it (default: <space>-<tuner>)")
+    p.add_argument(
+        "--timeout", type=flags.positive_float, metavar="MINUTES", help="stop starting trials after this long"
+    )
+    p.add_argument(
+        "--workers",
+        type=flags.positive_int,
+        default=1,
+        metavar="K",
+        help="run K worker processes on this machine, sharing --trials (Optuna; PostgreSQL for several machines)",
+    )
+    flags.where(p)
+    flags.settings(p)
+    p.set_defaults(handler=cmd_search)
+
+
+def cmd_search(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from harness import api
+    from harness.settings import given
+    from harness.tuning.settings import StudySettings
+
+    summary = api.search(
+        trials=args.trials,
+        study=args.study,
+        timeout=args.timeout,
+        workers=args.workers,
+        where=flags.workspace(args, err),
+        progress=not args.no_progress,
+        **given(args, StudySettings),
+        **flags.given_settings(args),
+    )
+    for line in summary.lines():
+        out.print(line)
+    return 0 if not any(summary.worker_codes) else 1

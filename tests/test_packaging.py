@@ -1,0 +1,35 @@
+"""The wheel holds every package: pyproject lists each folder of harness/ and maps the two plug-in folders."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    tomllib = pytest.importorskip("tomli")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.backend_free
+def test_pyproject_lists_every_package_and_maps_the_plug_in_folders():
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    on_disk = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "harness").rglob("__init__.py")}
+    mapped = {"harness.architectures": "architectures", "harness.search_spaces": "search_spaces"}
+    assert set(config["packages"]) == on_disk | set(mapped), "a package folder is missing from pyproject's list"
+    assert config["package-dir"] == mapped
+    for folder in mapped.values():
+        assert (ROOT / folder / "__init__.py").is_file()
+
+
+@pytest.mark.backend_free
+def test_the_plug_in_folders_import_under_the_harness_namespace_only():
+    import harness.architectures.cnn
+    import harness.search_spaces.widen
+
+    assert Path(harness.architectures.cnn.__file__).parent == ROOT / "architectures"
+    assert Path(harness.search_spaces.widen.__file__).parent == ROOT / "search_spaces"
