@@ -6,8 +6,8 @@ from collections.abc import Callable
 from typing import Any
 
 import keras
-from harness.architectures.cnn import cnn, cnn_cost
 
+from harness.architectures.cnn import cnn, cnn_cost
 from harness.config import OptimizerConfig, TrainingConfig
 from harness.cost import Cost
 from harness.registry import ARCHITECTURES

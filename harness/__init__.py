@@ -6,6 +6,7 @@ The Python API, the layer the `harness` command shares (see harness.api)::
     harness.run("baselines", data="kaggle", sample=2000, epochs=1)
     harness.search(trials=10, data="kaggle", sample=2000, epochs=1)
     harness.leaderboard(data="kaggle", by="val_auc")  # a pandas DataFrame
+    model = harness.load_model("results/runs/<run_id>/model.keras")  # plain keras.saving.load_model works too
 """
 
 from __future__ import annotations
@@ -15,10 +16,36 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 # Imported on first use: `import harness` stays cheap (no Keras, no backend) until a function is called.
-__all__ = ["ensemble", "leaderboard", "plan", "predict", "rank_runs", "report", "run", "scale", "search", "workspace"]
+__all__ = [
+    "ensemble",
+    "export",
+    "leaderboard",
+    "load_model",
+    "plan",
+    "predict",
+    "rank_runs",
+    "report",
+    "run",
+    "scale",
+    "search",
+    "workspace",
+]
 
 if TYPE_CHECKING:
-    from harness.api import ensemble, leaderboard, plan, predict, rank_runs, report, run, scale, search, workspace
+    from harness.api import (
+        ensemble,
+        export,
+        leaderboard,
+        load_model,
+        plan,
+        predict,
+        rank_runs,
+        report,
+        run,
+        scale,
+        search,
+        workspace,
+    )
 
 
 def __getattr__(name: str) -> Any:

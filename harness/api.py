@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from harness.errors import HarnessError
 from harness.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -57,20 +58,41 @@ def run(
     progress: bool = False,
     full_budget: bool = False,
     save_optimizer: bool = False,
+    resume: bool = False,
+    keep_checkpoints: bool = False,
     **settings: Any,
 ) -> list[RunRecord]:
     """Train each target ('baselines', architecture names, stored run ids); one stored record per run.
 
     On the built-in demo data (no `data`), each model trains one epoch unless `epochs` or `full_budget` is given.
+    resume=True: the targets are run ids of runs that stopped before finishing; each goes on from its last
+    checkpointed epoch under its own id. A stored run id given with no settings does so too when it left a
+    checkpoint. keep_checkpoints: keep a finished run's checkpoint (by default it is deleted).
     """
     from harness.plans import plan as make_plan
     from harness.terminal.progress import run_plan
-    from harness.training.runner import Runner
+    from harness.training.runner import Runner, continues, resume_spec
 
+    if settings.get("tensorboard") is not None:  # before any data loads: a missing writer is one line, not N failures
+        from harness.training.callbacks import check_tensorboard
+
+        check_tensorboard()
     ws = _ws(where, data, results, storage)
     store = ws.store()
-    specs = make_plan(targets, store, **settings)
+    names = [targets] if isinstance(targets, str) else list(targets)
+    changed = sorted(k for k, v in settings.items() if v is not None)
+    if resume and changed:
+        raise HarnessError(f"--resume continues a run with its own settings; drop {', '.join(changed)}")
+    # A run that stopped before finishing goes on from its checkpoint, under its own id.
+    going_on = list(dict.fromkeys(names)) if resume else [t for t in names if not changed and continues(store, t)]
+    resumed = [(resume_spec(store, t), t) for t in going_on]
+    rest = [t for t in names if t not in going_on]
+    specs = make_plan(rest, store, **settings) if rest else []
     dataset = ws.dataset(progress=progress)
+    for _, run_id in resumed:
+        trained_on = store.get(run_id).dataset
+        if trained_on and str(trained_on) != str(dataset.root):
+            raise HarnessError(f"run {run_id} trained on {trained_on}; resume it with --data {trained_on}")
     if ws.data is None and settings.get("epochs") is None and not full_budget:
         from harness.data.demo import demo_budget
 
@@ -78,13 +100,16 @@ def run(
         if note:
             ws.console.print(note, highlight=False, markup=False)
     runner = Runner(dataset, store, ws.results, progress=progress, console=ws.console, save_optimizer=save_optimizer)
-    overall = runner.overall = run_plan(specs)
+    runner.keep_checkpoints = keep_checkpoints
+    jobs: list[tuple[RunSpec, str | None]] = [*resumed, *((spec, None) for spec in specs)]
+    overall = runner.overall = run_plan([spec for spec, _ in jobs])
     records = []
-    for i, spec in enumerate(specs, 1):
+    for i, (spec, resumed_id) in enumerate(jobs, 1):
         if overall is not None:
             overall.start_run(i - 1)
-        ws.console.print(f"[bold]run {i}/{len(specs)}[/bold] {_describe(spec)}")
-        record = runner.run(spec)
+        again = f" (resuming {resumed_id} from its checkpoint)" if resumed_id else ""
+        ws.console.print(f"[bold]run {i}/{len(jobs)}[/bold] {_describe(spec)}{again}")
+        record = runner.run(spec, run_id=resumed_id, resume=resumed_id is not None)
         records.append(record)
         if record.status == "complete":
             # The epoch lines showed these very scores for the kept epoch, unless TTA or folds change them.
@@ -131,6 +156,10 @@ def search(
     from harness.tuning.study import SearchOptions
     from harness.tuning.workers import search_with_workers
 
+    if settings.get("tensorboard") is not None:
+        from harness.training.callbacks import check_tensorboard
+
+        check_tensorboard()
     options = SearchOptions(trials, study, timeout, progress, pruner, workers=workers, **settings)
     return search_with_workers(_ws(where, data, results, storage), options)
 
@@ -254,6 +283,52 @@ def predict(
 
     ws = _ws(where, data, results, storage)
     return predict_submission(Path(model), ws, Path(out) if out else ws.submission_path, tta=tta)
+
+
+def load_model(path: PathLike) -> Any:
+    """A model.keras the harness wrote, uncompiled, in safe mode. A run's model.keras also loads with plain
+    `keras.saving.load_model` (it holds the inference graph); this loads older and --save-optimizer ones too."""
+    from harness.portable import load_model as load
+
+    return load(path)
+
+
+def export(
+    run_id: str,
+    *,
+    format: str = "savedmodel",
+    out: PathLike | None = None,
+    data: PathLike | None = None,
+    results: PathLike | None = None,
+    storage: str | None = None,
+    where: Workspace | None = None,
+) -> list[Path]:
+    """A serving artefact of a stored run's model: a TensorFlow SavedModel folder or an .onnx file (one per fold).
+
+    Default place: <run folder>/export/savedmodel or model.onnx. Where the backend or a package cannot do it, a
+    HarnessError says so in one line.
+    """
+    from harness.portable import EXPORT_FORMATS, export_model
+    from harness.portable import load_model as load
+
+    if format not in EXPORT_FORMATS:
+        raise HarnessError(f"--format must be one of {', '.join(EXPORT_FORMATS)}, got {format!r}")
+    store = _ws(where, data, results, storage).store()
+    if not store.has(run_id):
+        raise HarnessError(f"no run {run_id!r} in the store (see harness leaderboard)")
+    record = store.get(run_id)
+    folder = Path(record.artifacts or "")
+    models = sorted(folder.glob("model.keras")) or sorted(folder.glob("fold*/model.keras"))
+    if record.status != "complete" or not models:
+        raise HarnessError(f"run {run_id} has no model.keras to export (status {record.status}, folder {folder})")
+    name = "savedmodel" if format == "savedmodel" else "model.onnx"
+    written = []
+    for model in models:
+        base = Path(out) if out else model.parent / "export"
+        if len(models) > 1:
+            base = base / model.parent.name
+        written.append(export_model(load(model), base / name, format))
+    return written
 
 
 def scale(

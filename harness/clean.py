@@ -13,6 +13,7 @@ from harness.data.layout import survey
 from harness.errors import HarnessError
 from harness.ranking.leaderboard import DEFAULT_BY, rank
 from harness.store.runs import RunRecord
+from harness.workspace import Workspace
 
 _CACHE_NAME = re.compile(r"[0-9a-f]{32}")  # a finished cache: results/cache/<fingerprint>/
 
@@ -122,6 +123,21 @@ def plan_models(records: list[RunRecord], top: int, by: str = DEFAULT_BY) -> Pla
                 why = f"model of run {record.run_id}: {where}, outside the top {top}"
                 remove.append(Item(model, size_of(model), why))
     return Plan(remove, keep)
+
+
+def plan_workspace(workspace: Workspace, models_outside_top: int | None = None, by: str = DEFAULT_BY) -> Plan:
+    """What `harness clean` keeps and removes: stale decode caches, and with a K the models outside the top K."""
+    from harness.data.demo import DEMO_DIRNAME
+
+    records = workspace.store().runs()
+    # The folders whose caches are in use: every dataset a stored run used, --data, and the demo.
+    folders = {Path(r.dataset) for r in records if r.dataset}
+    folders |= {workspace.data.resolve()} if workspace.data else set()
+    folders.add((workspace.results / DEMO_DIRNAME).resolve())
+    plans = [plan_caches(workspace.results / "cache", sorted(folders))]
+    if models_outside_top is not None:
+        plans.append(plan_models(records, models_outside_top, by))
+    return Plan(keep=[i for plan in plans for i in plan.keep], remove=[i for plan in plans for i in plan.remove])
 
 
 def delete(item: Item) -> None:

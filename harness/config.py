@@ -106,6 +106,15 @@ class TrainingConfig:
             study="every trial trains for --epochs; see --timeout",
         ),
     )
+    # Early stopping (train.fit): the best epoch's weights are kept, as they always are.
+    patience: int | None = field(
+        default=None,
+        metadata=knob(
+            "stop training when val AUC has not improved for N epochs (default: train every epoch)",
+            metavar="N",
+            parse=positive_int,
+        ),
+    )
     predict_batch_size: int = field(  # large enough to keep a GPU busy; 512 wide same-padded maps cost GBs on a CPU
         default=256, metadata=knob("prediction batch size", cli=False)
     )
@@ -187,6 +196,16 @@ class TrainingConfig:
     finetune_lr: float = field(
         default=0.1, metadata=knob("the fine-tuning learning rate, as a fraction F of the first phase's", metavar="F")
     )
+    # Where each run's TensorBoard logs go: DIR/<run id>/{train,validation}; "" = <results>/tensorboard.
+    tensorboard: str | None = field(
+        default=None,
+        metadata=knob(
+            "write TensorBoard logs (per-epoch scalars) of each run to DIR/<run id> (default DIR:"
+            " <results>/tensorboard; needs TensorFlow installed, whatever the backend)",
+            metavar="DIR",
+            const="",
+        ),
+    )
 
     def __post_init__(self) -> None:
         self._check_recipe()
@@ -198,6 +217,8 @@ class TrainingConfig:
             raise ConfigError(f"--epochs must be at least 1, got {self.epochs}")
         if self.batch_size < 1:
             raise ConfigError(f"batch size must be at least 1, got {self.batch_size}")
+        if self.patience is not None and self.patience < 1:
+            raise ConfigError(f"--patience must be at least 1, got {self.patience}")
         if self.tta not in (1, 2, 4, 8):
             raise ConfigError(f"--tta must be 1, 2, 4 or 8, got {self.tta}")
 

@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from harness.config import DataConfig, Origin, RunSpec, TrainingConfig
+from harness.config_files import is_spec_file, read_spec
 from harness.registry import ARCHITECTURES
 from harness.settings import build, check_names, flat_names
 from harness.store.runs import RunStore
@@ -41,16 +42,25 @@ def split_settings(settings: dict[str, Any]) -> tuple[dict[str, Any], dict[str, 
     return training, {k: v for k, v in given.items() if k not in training}
 
 
+def stored_spec(target: str, store: RunStore | None) -> RunSpec | None:
+    """The spec of a run to train again: a run's spec.json, or a stored run's id; None for any other target."""
+    if is_spec_file(target):
+        return read_spec(target)
+    if store is not None and target not in ARCHITECTURES and target != BASELINES and store.has(target):
+        return RunSpec.from_dict(store.get(target).spec)
+    return None
+
+
 def plan(targets: str | Iterable[str], store: RunStore | None = None, **settings: Any) -> list[RunSpec]:
     """One RunSpec per target: a registered architecture with its defaults and the settings given on top, or a
-    stored run (by id, when `store` is given) trained again with the settings given changed."""
+    stored run (by id, when `store` is given, or by its spec.json) trained again with the settings given changed."""
     targets = [targets] if isinstance(targets, str) else list(targets)
     training_values, data_values = split_settings(settings)
     data = build(DataConfig(), data_values)
     specs: list[RunSpec] = []
     for target in dict.fromkeys(targets):  # keep order, drop repeats
-        if store is not None and target not in ARCHITECTURES and target != BASELINES and store.has(target):
-            stored = RunSpec.from_dict(store.get(target).spec)
+        stored = stored_spec(target, store)
+        if stored is not None:
             specs.append(
                 dataclasses.replace(
                     stored,

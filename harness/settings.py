@@ -25,6 +25,7 @@ def knob(
     budget: bool = False,
     absent: Any = None,
     preset: dict[str, Any] | None = None,
+    const: Any = None,
 ) -> dict[str, Any]:
     """The metadata of one settings field: `dataclasses.field(default=..., metadata=knob("help text"))`.
 
@@ -33,6 +34,7 @@ def knob(
     for all its trials (None: a study keeps it for life, so trials stay comparable). budget: part of the key that
     says which runs are comparable (training.budget); absent: its value in a record written before it existed.
     preset: for a nested settings field, what its own on/off flag turns on (e.g. --augment).
+    const: the value of the flag given without one (e.g. `--tensorboard` alone; its value is optional).
     """
     return {
         "help": help,
@@ -45,6 +47,7 @@ def knob(
         "budget": budget,
         "absent": absent,
         "preset": preset,
+        "const": const,
     }
 
 
@@ -215,6 +218,8 @@ def add_flags(parser: Any, cls: type, *, skip: tuple[str, ...] = ()) -> None:
             for key in ("metavar", "choices"):
                 if meta[key] is not None:
                     options[key] = meta[key]
+            if meta.get("const") is not None:
+                options |= {"nargs": "?", "const": meta["const"]}
         parser.add_argument(flag_of(f), **options)
 
 

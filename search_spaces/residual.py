@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from harness.architectures.resnet import BLOCKS
-
 from harness.config import OptimizerConfig
 from harness.cost import architecture_cost
 from harness.registry import SEARCH_SPACES

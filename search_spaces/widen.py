@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from harness.architectures.cnn import ACTIVATIONS, PADDINGS, feature_map_size
-
 from harness.cost import architecture_cost
 from harness.data import IMAGE_SHAPE
 from harness.registry import SEARCH_SPACES

@@ -36,6 +36,7 @@ def test_python_and_the_command_plan_the_same_spec_for_a_registered_model():
         harness.plan("cnn", epoch=1)
 
 
+@pytest.mark.slow  # a run and a two-trial search end to end
 def test_a_notebook_does_run_search_and_leaderboard_in_five_lines(make_kaggle, tmp_path, capsys):
     data, results = make_kaggle(n_train=40, n_test=8), tmp_path / "results"
     with sf.registered():

@@ -10,11 +10,11 @@ import h5py
 import keras
 import numpy as np
 import pytest
-from harness.architectures import applications as apps
 from keras.src.legacy.saving import legacy_h5_format
 
+from harness.architectures import applications as apps
 from harness.config import AugmentConfig, DataConfig, OptimizerConfig, RunSpec, TrainingConfig
-from harness.cost import architecture_cost
+from harness.cost import architecture_cost, model_macs
 from harness.errors import HarnessError
 from harness.registry import build_model
 from harness.training.train import backbones
@@ -27,22 +27,6 @@ def backbone_weights(model: keras.Model) -> list[np.ndarray]:
     return [w.numpy() for w in backbones(model)[0].weights]
 
 
-def macs(model: keras.Model) -> int:
-    """Multiply-accumulates counted per layer; a Dense layer once per position of its input (ConvNeXt's pointwise
-    layers), unlike harness.cost.model_macs."""
-    total = 0
-    for layer in model._flatten_layers(include_self=False):
-        if isinstance(layer, keras.layers.DepthwiseConv2D):
-            _, height, width, channels = layer.output.shape
-            total += height * width * channels * int(np.prod(layer.kernel.shape[:2]))
-        elif isinstance(layer, keras.layers.Conv2D):
-            _, height, width, filters = layer.output.shape
-            total += height * width * filters * int(np.prod(layer.kernel.shape[:3]))
-        elif isinstance(layer, keras.layers.Dense):
-            total += int(np.prod(layer.output.shape[1:-1])) * int(np.prod(layer.kernel.shape))
-    return total
-
-
 @pytest.mark.parametrize(
     "backbone", ["mobilenet_v3_small", SMALL, *(pytest.param(n, marks=pytest.mark.slow) for n in LARGE)]
 )
@@ -51,7 +35,7 @@ def test_each_backbone_builds_at_96px_and_costs_what_its_cost_function_says(back
     assert model.output.shape == (None, 1) and backbones(model)[0].name == "backbone"
     cost = architecture_cost("applications", backbone=backbone)
     assert cost.parameters == model.count_params()
-    assert cost.gmacs == pytest.approx(macs(model) / 1e9, rel=1e-9)
+    assert cost.gmacs == pytest.approx(model_macs(model) / 1e9, rel=1e-9)
     keras.backend.clear_session()
 
 

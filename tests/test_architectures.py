@@ -5,8 +5,8 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
-from harness.architectures.cnn import feature_map_size
 
+from harness.architectures.cnn import feature_map_size
 from harness.config import TrainingConfig
 from harness.cost import architecture_cost, model_cost
 from harness.registry import ARCHITECTURES, build_model

@@ -25,7 +25,7 @@ from harness.tuning.optuna_engine import OBJECTIVE
 from harness.tuning.study import run_search
 
 # The dashboard reads what Optuna stored: the Keras backend that trained the trials cannot change that.
-pytestmark = pytest.mark.backend_free
+pytestmark = [pytest.mark.backend_free, pytest.mark.slow]  # a whole (tiny) study, served
 
 CHROMIUM = shutil.which("chromium")
 STUDY = "dash"

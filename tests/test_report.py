@@ -15,6 +15,7 @@ from rich.console import Console
 from harness.config import DataConfig, OptimizerConfig, Origin, RunSpec, TrainingConfig
 from harness.errors import HarnessError
 from harness.reporting import plots
+from harness.reporting.figures import progress_plot, size_plot
 from harness.reporting.hypothesis import (
     INCONCLUSIVE,
     MIN_RUNS,
@@ -24,7 +25,7 @@ from harness.reporting.hypothesis import (
     judge,
     spearman,
 )
-from harness.reporting.report import choose_budget, progress_plot, runs_frame, size_plot, write_report
+from harness.reporting.report import choose_budget, runs_frame, write_report
 from harness.workspace import Workspace
 
 

@@ -6,15 +6,19 @@ import math
 
 import keras
 import pytest
-from harness.architectures.cnn import cnn_parameters, feature_map_size
-from harness.search_spaces.widen import MAX_PARAMETERS, SEED_POINTS, max_convs_per_block
 from test_search_spaces import keras_tuner_samples, optuna_samples
 
+from harness.architectures.cnn import cnn_parameters, feature_map_size
 from harness.errors import HarnessError
 from harness.registry import ARCHITECTURES, SEARCH_SPACES, build_model
+from harness.search_spaces.widen import MAX_PARAMETERS, SEED_POINTS, max_convs_per_block
 from harness.tuning.space import LEARNING_RATE_RANGE, FixedSuggest, InvalidConfiguration, Sample
 
 WIDEN = SEARCH_SPACES.get("widen").builder
+
+
+# widen's own rules: the same on every backend (its builds are checked everywhere by the contract test)
+pytestmark = pytest.mark.backend_free
 
 
 @pytest.mark.parametrize("sampler", [optuna_samples, keras_tuner_samples], ids=["optuna", "keras-tuner"])

@@ -26,7 +26,20 @@ examples:
 """
 
 
-COMMANDS = ("list", "data", "run", "search", "predict", "leaderboard", "ensemble", "clean", "scale", "report", "bench")
+COMMANDS = (
+    "list",
+    "data",
+    "run",
+    "search",
+    "predict",
+    "export",
+    "leaderboard",
+    "ensemble",
+    "clean",
+    "scale",
+    "report",
+    "bench",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,6 +61,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    """The command line's flags, over those of its --config file where one is given."""
+    from harness.config_files import apply
+
+    parser = build_parser()
+    return apply(parser, parser.parse_args(argv), argv)
+
+
 def __getattr__(name: str) -> Callable[..., int]:
     """`harness.cli.cmd_list` and the like: each command's handler, from its own module."""
     command = name.removeprefix("cmd_").split("_")[0]
@@ -62,9 +83,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     from harness.terminal.consoles import make_consoles
 
     out, err = make_consoles()  # off a terminal (a log, CI, a notebook) lines are never hard-wrapped
-    args = build_parser().parse_args(argv)
     # The command line, for the crash log. (Not `list(...)`: the `list` command's module shadows it here.)
-    args.argv = [*(sys.argv[1:] if argv is None else argv)]
+    line = [*(sys.argv[1:] if argv is None else argv)]
+    try:
+        args = parse_args(line)
+    except HarnessError as exc:  # a --config file's bad key or value
+        _print_error(err, str(exc))
+        return 2
+    args.argv = line
     from harness.backend import quiet_start
 
     try:
@@ -72,7 +98,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             quiet_start()
         return int(args.handler(args, out, err))
     except HarnessError as exc:
-        _print_error(err, str(exc))
+        from harness.config_files import locate
+
+        _print_error(err, locate(str(exc), args))
         return 2
     except KeyboardInterrupt:
         err.print("[yellow]interrupted[/yellow]: finished runs are stored; the one in progress is marked interrupted")

@@ -32,25 +32,14 @@ def add(sub: Any) -> None:
 
 
 def cmd_clean(args: argparse.Namespace, out: Console, err: Console) -> int:
-    from pathlib import Path
-
-    from harness.clean import delete, human, plan_caches, plan_models
-    from harness.data.demo import DEMO_DIRNAME
+    from harness.clean import delete, human, plan_workspace
 
     workspace = flags.workspace(args, err)
     if not workspace.results.is_dir():
         err.print(f"nothing to clean: {workspace.results} does not exist", highlight=False)
         return 0
-    records = workspace.store().runs()
-    # The folders whose caches are in use: every dataset a stored run used, --data, and the demo.
-    folders = {Path(r.dataset) for r in records if r.dataset}
-    folders |= {workspace.data.resolve()} if workspace.data else set()
-    folders.add((workspace.results / DEMO_DIRNAME).resolve())
-    plans = [plan_caches(workspace.results / "cache", sorted(folders))]
-    if args.models_outside_top is not None:
-        plans.append(plan_models(records, args.models_outside_top, args.by))
-    keep = [item for plan in plans for item in plan.keep]
-    doomed = [item for plan in plans for item in plan.remove]
+    plan = plan_workspace(workspace, args.models_outside_top, args.by)
+    keep, doomed = plan.keep, plan.remove
     verb = "remove" if args.apply else "would remove"
 
     def line(action: str, item) -> None:  # one line per item, never folded: paths stay whole

@@ -1,4 +1,4 @@
-"""Flags several commands share: --debug, where to work, the settings flags (derived from their fields), ranking."""
+"""Flags several commands share: --debug, --config, where to work, the settings flags (from their fields), ranking."""
 
 from __future__ import annotations
 
@@ -48,6 +48,15 @@ def settings(parser: argparse.ArgumentParser) -> None:
     add_flags(parser.add_argument_group("training (default: each model's own)"), TrainingConfig)
     add_flags(parser.add_argument_group("data protocol"), DataConfig)
     no_progress(parser)
+
+
+def config(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="read this command's flags from a TOML or YAML file (keys: the flags' names, e.g. lr_schedule ="
+        ' "cosine"; see examples/); a flag given on the command line wins',
+    )
 
 
 def no_progress(parser: argparse.ArgumentParser) -> None:

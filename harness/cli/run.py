@@ -18,17 +18,30 @@ def add(sub: Any) -> None:
     )
     p.add_argument(
         "targets",
-        nargs="+",
+        nargs="*",  # at least one, here or as `targets` in --config
         metavar="ARCH",
-        help="'baselines' (the seed's three CNNs), architecture names, or run ids to rerun (e.g. a search trial,"
-        " with its data protocol; flags given here, such as --augment or --tta, change it)",
+        help="'baselines' (the seed's three CNNs), architecture names, or run ids or a run's spec.json to rerun"
+        " (e.g. a search trial, with its data protocol; flags given here, such as --augment or --tta, change it)",
     )
+    flags.config(p)
     flags.where(p)
     flags.settings(p)
     p.add_argument(
         "--save-optimizer",
         action="store_true",
         help="keep the optimiser's state in model.keras, to resume training (Adam triples the file; default: weights)",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="the targets are run ids of runs that stopped before finishing (killed, Ctrl-C): go on from the last"
+        " completed epoch, under the same id (a run id given with no other flag does so too when it left a checkpoint)",
+    )
+    p.add_argument(
+        "--keep-checkpoints",
+        action="store_true",
+        help="keep each finished run's last-epoch checkpoint (model, optimiser, kept-best weights; seed_model2:"
+        " about 4x model.keras) under its folder's checkpoint/ (default: deleted when the run finishes)",
     )
     p.add_argument(
         "--full-budget",
@@ -40,14 +53,22 @@ def add(sub: Any) -> None:
 
 def cmd_run(args: argparse.Namespace, out: Console, err: Console) -> int:
     from harness import api
+    from harness.errors import HarnessError
     from harness.ranking.leaderboard import rank, render_table
 
+    if not args.targets:
+        raise HarnessError(
+            "harness run: name what to train: 'baselines', architectures, run ids or a spec.json"
+            " (or `targets = [...]` in --config)"
+        )
     records = api.run(
         args.targets,
         where=flags.workspace(args, err),
         progress=not args.no_progress,
         full_budget=args.full_budget,
         save_optimizer=args.save_optimizer,
+        resume=args.resume,
+        keep_checkpoints=args.keep_checkpoints,
         **flags.given_settings(args),
     )
     title = "this run" + (" (synthetic demo data)" if any(r.synthetic for r in records) else "")

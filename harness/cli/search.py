@@ -28,6 +28,7 @@ def add(sub: Any) -> None:
         metavar="K",
         help="run K worker processes on this machine, sharing --trials (Optuna; PostgreSQL for several machines)",
     )
+    flags.config(p)
     flags.where(p)
     flags.settings(p)
     p.set_defaults(handler=cmd_search)

@@ -1,16 +1,18 @@
-"""The Keras callbacks of one fit: exact validation, the kept best epoch, EMA weights, BatchNorm re-estimation,
-NaN and time guards, epoch timing."""
+"""The Keras callbacks of one fit: exact validation, the kept best epoch, early stopping, EMA weights, BatchNorm
+re-estimation, NaN and time guards, epoch timing."""
 
 from __future__ import annotations
 
 import math
 import time
+from pathlib import Path
 from typing import Any
 
 import keras
 import numpy as np
 
 from harness.data.feed import ImageBatches
+from harness.errors import ConfigError
 from harness.training.metrics import binary_metrics
 
 MONITOR = "val_auc"
@@ -69,20 +71,38 @@ class KeepBestWeights(keras.callbacks.Callback):
         self.monitor = monitor
         self.best = -math.inf
         self.best_epoch = 0
-        self._weights: list[np.ndarray] | None = None
+        self.weights: list[np.ndarray] | None = None  # the kept epoch's (a checkpoint carries them)
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         value = float((logs or {}).get(self.monitor, math.nan))
         # Ties go to the later epoch: a flat metric (e.g. saturated outputs early on) should not pin epoch 1.
-        if self._weights is None or (math.isfinite(value) and value >= self.best):
+        if self.weights is None or (math.isfinite(value) and value >= self.best):
             self.best = value if math.isfinite(value) else self.best
             self.best_epoch = epoch + 1
-            self._weights = self.model.get_weights()
+            self.weights = self.model.get_weights()
 
     def restore(self) -> None:
         """Put the best epoch's weights back; `fit` calls it once, after its last phase."""
-        if self._weights is not None:
-            self.model.set_weights(self._weights)
+        if self.weights is not None:
+            self.model.set_weights(self.weights)
+
+
+class Patience(keras.callbacks.EarlyStopping):
+    """--patience N: stop when val AUC has not improved for N epochs. KeepBestWeights keeps and restores the best
+    epoch's weights, so this only stops; its count spans both phases of a --freeze-epochs fit and a resume."""
+
+    def __init__(self, patience: int, monitor: str = MONITOR) -> None:
+        super().__init__(monitor=monitor, mode="max", patience=patience)
+        self.started = False
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        if not self.started:  # Keras resets the count at every fit; a phase or a resume must not
+            super().on_train_begin(logs)
+            self.started = True
+
+    @property
+    def stopped(self) -> bool:
+        return self.stopped_epoch > 0
 
 
 class RecalibrateBatchNorm(keras.callbacks.Callback):
@@ -188,15 +208,16 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
 class TimeLimit(keras.callbacks.Callback):
     """Stop after the epoch in which the time budget ran out; at least one epoch always completes."""
 
-    def __init__(self, seconds: float) -> None:
+    def __init__(self, seconds: float, spent: float = 0.0) -> None:
         super().__init__()
         self.seconds = seconds
+        self.spent = spent  # seconds used before a resume
         self.stopped = False
         self._start: float | None = None
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         if self._start is None:  # the budget spans both phases of a freeze-then-fine-tune fit
-            self._start = time.perf_counter()
+            self._start = time.perf_counter() - self.spent
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         if self._start is not None and time.perf_counter() - self._start >= self.seconds:
@@ -222,3 +243,30 @@ class EpochTimer(keras.callbacks.Callback):
         self.seconds.append(seconds)
         spent = self.validation.seconds[-1] if len(self.validation.seconds) > len(self.train_seconds) else 0.0
         self.train_seconds.append(max(0.0, seconds - spent))
+
+
+def tensorboard_logs(log_root: str | None, results: Path, run_folder: Path) -> list[keras.callbacks.Callback]:
+    """Keras's TensorBoard callback writing to <log_root>/<run id>[/fold<k>] ("" = <results>/tensorboard), or none.
+
+    It runs after ExactValidation, so its epoch_auc under validation/ is the exact AUC the record gets.
+    """
+    if log_root is None:
+        return []
+    check_tensorboard()
+    folder = Path(log_root) if log_root else results / "tensorboard"
+    where = folder / run_folder.relative_to(results / "runs")
+    return [keras.callbacks.TensorBoard(str(where), write_graph=False, profile_batch=0)]
+
+
+def check_tensorboard() -> None:
+    """Keras writes TensorBoard logs with TensorFlow's tf.summary, on every backend, and tf.summary.scalar is the
+    tensorboard package's (TensorFlow 2.21 no longer installs it): without both, one line."""
+    import importlib.util
+
+    missing = [name for name in ("tensorflow", "tensorboard") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ConfigError(
+            f"--tensorboard needs TensorFlow's summary writer and the tensorboard package; {' and '.join(missing)}"
+            f" not installed here ({keras.backend.backend()} backend): pip install {' '.join(missing)}"
+            " (the Keras backend may stay as it is), or leave --tensorboard out"
+        )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import socket
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,12 +24,15 @@ from harness.data import Dataset
 from harness.data.feed import ImageBatches
 from harness.data.splits import Split, make_splits
 from harness.errors import HarnessError, one_line
+from harness.portable import save_model
 from harness.ranking.submission import build_submission, write_submission
 from harness.reporting import plots
 from harness.runs import new_run_id, start_run
 from harness.store.runs import RunRecord, RunStore
 from harness.terminal.progress import Overall, display_label, epoch_progress
 from harness.training.augment import TTA_TRANSFORMS
+from harness.training.callbacks import tensorboard_logs
+from harness.training.checkpoint import CHECKPOINT, delete_checkpoints, has_checkpoint
 from harness.training.metrics import binary_metrics
 from harness.training.train import FitResult, build_core, compile_model, fit, model_input_shape, with_input_pipeline
 
@@ -43,6 +48,7 @@ class Runner:
     console: Console | None = None
     overall: Overall | None = None  # the whole job's ETA (all runs, all trials), shown beside each fit's
     save_optimizer: bool = False  # keep the optimiser's state in model.keras (Adam: twice the weights' size)
+    keep_checkpoints: bool = False  # keep a finished run's per-epoch checkpoint (training.checkpoint)
 
     def __post_init__(self) -> None:
         self.results_dir = Path(self.results_dir)
@@ -62,12 +68,51 @@ class Runner:
         hyperparameters: dict[str, Any] | None = None,
         pruned_exceptions: tuple[type[BaseException], ...] = (),
         run_id: str | None = None,
+        resume: bool = False,
     ) -> RunRecord:
-        """Train, evaluate and predict one spec. Failures are recorded and returned; pruning and Ctrl-C re-raise."""
+        """Train, evaluate and predict one spec. Failures are recorded and returned; pruning and Ctrl-C re-raise.
+
+        resume: `run_id` is a stored run that did not finish; it goes on from its checkpoint, under its own id.
+        """
         run_id = run_id or new_run_id(spec.architecture)
         folder = self.results_dir / "runs" / run_id
+        if resume:
+            folder = Path(self.store.get(run_id).artifacts or folder)
         folder.mkdir(parents=True, exist_ok=True)
         splits = self.splits_for(spec)
+        if resume:
+            self.store.update(run_id, status="running", error=None, host=socket.gethostname(), pid=os.getpid())
+        else:
+            self._start(run_id, spec, folder, splits, hyperparameters)
+        try:
+            values = self._cross_validate(spec, splits, folder, callbacks)
+        except KeyboardInterrupt:
+            self.store.update(run_id, status="interrupted", error="interrupted by the user (Ctrl-C)")
+            raise
+        except pruned_exceptions as exc:
+            self.store.update(run_id, status="pruned", error=one_line(exc) or "pruned")
+            self._drop_checkpoints(folder)
+            raise
+        except Exception as exc:  # a failed run is recorded and the next one goes on
+            write_text(folder / "error.txt", traceback.format_exc())
+            self.store.update(run_id, status="failed", error=one_line(exc))
+        else:
+            self.store.update(run_id, status="complete", **values)
+            self._drop_checkpoints(folder)
+        finally:
+            # Keep memory flat across many runs in one process (a 50-trial search, a list of architectures).
+            keras.backend.clear_session()
+            forget_traced_gradients()
+        return self.store.get(run_id)
+
+    def _drop_checkpoints(self, folder: Path) -> None:
+        """A finished run needs no checkpoint (Adam: about three times the weights) unless asked to keep it."""
+        if not self.keep_checkpoints:
+            delete_checkpoints(folder)
+
+    def _start(
+        self, run_id: str, spec: RunSpec, folder: Path, splits: list[Split], hyperparameters: dict[str, Any] | None
+    ) -> None:
         start_run(
             self.store,
             run_id,
@@ -81,24 +126,6 @@ class Runner:
             folds=len(splits),
         )
         write_text(folder / "spec.json", json.dumps(spec.to_dict(), indent=2, default=str))
-        try:
-            values = self._cross_validate(spec, splits, folder, callbacks)
-        except KeyboardInterrupt:
-            self.store.update(run_id, status="interrupted", error="interrupted by the user (Ctrl-C)")
-            raise
-        except pruned_exceptions as exc:
-            self.store.update(run_id, status="pruned", error=one_line(exc) or "pruned")
-            raise
-        except Exception as exc:  # a failed run is recorded and the next one goes on
-            write_text(folder / "error.txt", traceback.format_exc())
-            self.store.update(run_id, status="failed", error=one_line(exc))
-        else:
-            self.store.update(run_id, status="complete", **values)
-        finally:
-            # Keep memory flat across many runs in one process (a 50-trial search, a list of architectures).
-            keras.backend.clear_session()
-            forget_traced_gradients()
-        return self.store.get(run_id)
 
     def _cross_validate(
         self, spec: RunSpec, splits: list[Split], folder: Path, callbacks: Sequence[keras.callbacks.Callback]
@@ -182,14 +209,16 @@ class Runner:
         model = compile_model(with_input_pipeline(core, augment, spec.seed), spec.training, len(train))
         shown = display_label(label, spec.origin.study, spec.origin.trial)
         assert self.console is not None
-        extra = [*callbacks, epoch_progress(shown, spec.training.epochs, self.console, self.progress, self.overall)]
-        result = fit(model, train, val, spec.training, extra)
+        extra = [*callbacks, *tensorboard_logs(spec.training.tensorboard, self.results_dir, folder)]
+        extra.append(epoch_progress(shown, spec.training.epochs, self.console, self.progress, self.overall))
+        # Each epoch is checkpointed and history.csv grows by a row; a checkpoint left by a killed run is resumed.
+        result = fit(model, train, val, spec.training, extra, folder / CHECKPOINT, folder / "history.csv")
 
         probs = predict(model, train_set.images, split.val, spec)
         folder.mkdir(parents=True, exist_ok=True)
         with atomic_path(folder / "model.keras") as tmp:
-            # The same layers as an uncompiled model: weights only, no optimiser slots (seed_model1: 145 MB, not 436).
-            (model if self.save_optimizer else keras.Model(model.inputs, model.outputs, name=model.name)).save(tmp)
+            # The inference graph, uncompiled: plain Keras loads it; no optimiser slots (seed_model1: 145 MB, not 436).
+            save_model(model, tmp, self.save_optimizer)
         with atomic_path(folder / "history.csv") as tmp:
             result.history.to_csv(tmp, index=False)
         plots.learning_curve(
@@ -255,3 +284,30 @@ def _one_probability_per_image(output: Any, n: int, two_class_softmax: bool) -> 
         allowed = "(N, 1), (N,) or a two-class softmax (N, 2)" if two_class_softmax else "(N, 1) or (N,)"
         raise HarnessError(f"the model output has shape {shape}, not one probability per image: {allowed}")
     return probs
+
+
+RESUMABLE = ("interrupted", "failed")  # a killed run is failed once its dead process is noticed (reap_dead)
+
+
+def resume_spec(store: RunStore, run_id: str) -> RunSpec:
+    """The stored spec of a run that stopped before it finished, to go on from its checkpoint; else a one-line
+    error that names the run id."""
+    if not store.has(run_id):
+        raise HarnessError(f"--resume: no run {run_id!r} in the store (see harness leaderboard --all)")
+    store.reap_dead()
+    record = store.get(run_id)
+    if record.status == "running":
+        raise HarnessError(f"--resume: run {run_id} is still running (pid {record.pid} on {record.host})")
+    if record.status not in RESUMABLE or not record.spec or record.origin == "ensemble":
+        raise HarnessError(f"--resume: run {run_id} is {record.status}; only an interrupted or failed run resumes")
+    return RunSpec.from_dict(record.spec)
+
+
+def continues(store: RunStore, run_id: str) -> bool:
+    """Whether `harness run RUN_ID` (no settings changed) goes on with this run: it stopped before it finished
+    and left a checkpoint. Any other stored run is trained again as a new run."""
+    if not store.has(run_id):
+        return False
+    store.reap_dead()
+    record = store.get(run_id)
+    return record.status in RESUMABLE and bool(record.artifacts) and has_checkpoint(Path(record.artifacts or ""))

@@ -6,10 +6,10 @@ import contextlib
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import keras
-import numpy as np
 import pandas as pd
 
 from harness.backend import is_non_finite_output_error
@@ -25,11 +25,13 @@ from harness.training.callbacks import (
     ExactValidation,
     KeepBestWeights,
     NonFiniteLoss,
+    Patience,
     RecalibrateBatchNorm,
     StopOnNonFiniteLoss,
     SwapBackTrainingWeights,
     TimeLimit,
 )
+from harness.training.checkpoint import Checkpoint, FitState, read_state
 from harness.training.schedules import learning_rate
 
 # An architecture names the pretrained part that --freeze-epochs freezes "backbone" (architectures.applications).
@@ -162,19 +164,36 @@ class FitResult:
     stopped_by_time_limit: bool
 
 
+@dataclass
+class FitCallbacks:
+    """The harness's own callbacks of one fit, whose state a checkpoint carries."""
+
+    best: KeepBestWeights
+    timer: EpochTimer
+    patience: Patience | None
+    limit: TimeLimit | None
+    epochs: int
+    phase_start: int = 0  # the first epoch of the phase being fitted
+
+
 def fit(
     model: keras.Model,
     train: ImageBatches,
     val: ImageBatches,
     training: TrainingConfig,
     callbacks: Sequence[keras.callbacks.Callback] = (),
+    checkpoint: Path | None = None,
+    history: Path | None = None,
 ) -> FitResult:
     """Fit a compiled model; the weights left in `model` are those of the best epoch by validation AUC.
 
     `val` is scored by ExactValidation after every epoch, not by Keras, so each epoch's val_auc is the exact one.
     With --freeze-epochs N, the first N epochs train with the backbone frozen and the rest fine-tune everything
-    (see phases); with --ema, validation and the kept weights are the moving average's.
+    (see phases); with --ema, validation and the kept weights are the moving average's; with --patience N, training
+    stops N epochs after the best one. With `checkpoint` (a folder), every epoch is checkpointed there and `history`
+    (history.csv) grows by a row; a checkpoint found there is resumed from its last epoch.
     """
+    state = (read_state(checkpoint) if checkpoint is not None else None) or FitState()
     best = KeepBestWeights()
     ema = EmaWeights()
     recalibrate = RecalibrateBatchNorm(train, training.precise_bn) if training.precise_bn else None
@@ -184,18 +203,30 @@ def fit(
     # taken while the average is swapped in, and only then are the raw weights put back.
     guards: list[keras.callbacks.Callback] = [validation, StopOnNonFiniteLoss(), best, SwapBackTrainingWeights(ema)]
     guards.append(timer)
-    limit = TimeLimit(training.time_limit) if training.time_limit else None
-    if limit is not None:
-        guards.append(limit)
+    patience = Patience(training.patience) if training.patience else None
+    limit = TimeLimit(training.time_limit, sum(r["seconds"] for r in state.rows)) if training.time_limit else None
+    guards += [c for c in (patience, limit) if c is not None]
+    owner = FitCallbacks(best, timer, patience, limit, training.epochs)
+    saver = Checkpoint(checkpoint, history, state, owner)  # without a folder it only keeps the records
+    if state.epoch:
+        _resume(state, saver, owner, validation, train, training.freeze_epochs)
     started = time.perf_counter()
-    logs: list[pd.DataFrame] = []
     try:
-        for first, last in phases(model, training, len(train)):
-            history = model.fit(train, initial_epoch=first, epochs=last, verbose=0, callbacks=[*guards, *callbacks])
-            logs.append(pd.DataFrame(history.history))
-            if limit is not None and limit.stopped:
-                break
-        best.restore()
+        if not state.finished:
+            for first, last in phases(model, training, len(train)):
+                if last <= state.epoch:
+                    continue  # a phase the checkpoint had finished
+                owner.phase_start = first
+                every = [*guards, *callbacks, saver]  # the checkpoint last: it saves what the others did
+                # shuffle=False: the batches shuffle their images themselves, from their own seed; Keras would also
+                # shuffle the batch order from Python's global `random`, which no checkpoint can bring back.
+                first_epoch = max(first, state.epoch)
+                model.fit(train, initial_epoch=first_epoch, epochs=last, verbose=0, callbacks=every, shuffle=False)
+                if (limit is not None and limit.stopped) or (patience is not None and patience.stopped):
+                    break
+            best.restore()
+        elif best.weights is not None:  # the checkpoint's training was done: only its kept weights are wanted
+            model.set_weights(best.weights)
     except RuntimeError as exc:
         if not is_non_finite_output_error(exc):
             raise
@@ -205,11 +236,9 @@ def fit(
             close = getattr(callback, "close", None)
             if close is not None:
                 close()
-    seconds = time.perf_counter() - started
-    frame = pd.concat(logs, ignore_index=True)
-    frame.insert(0, "epoch", np.arange(1, len(frame) + 1))
-    frame["seconds"] = timer.seconds[: len(frame)]
+    frame = pd.DataFrame(state.rows)
     epochs_run = len(frame)
+    seconds = float(sum(frame["seconds"])) if epochs_run else time.perf_counter() - started
     train_seconds = sum(timer.train_seconds[:epochs_run])
     return FitResult(
         history=frame,
@@ -217,8 +246,31 @@ def fit(
         epochs_run=epochs_run,
         seconds=seconds,
         images_per_second=epochs_run * len(train.indices) / train_seconds if train_seconds > 0 else 0.0,
-        stopped_by_time_limit=bool(limit and limit.stopped),
+        stopped_by_time_limit=bool(limit and limit.stopped) or state.stopped_by_time_limit,
     )
+
+
+def _resume(
+    state: FitState,
+    saver: Checkpoint,
+    owner: FitCallbacks,
+    validation: ExactValidation,
+    train: ImageBatches,
+    freeze_epochs: int = 0,
+) -> None:
+    """Put back what the checkpointed epochs did; the model and optimiser come back in Checkpoint.on_train_begin."""
+    owner.best.best, owner.best.best_epoch, owner.best.weights = state.best, state.best_epoch, saver.best_weights()
+    owner.timer.seconds = [r["seconds"] for r in state.rows]
+    owner.timer.train_seconds = list(state.train_seconds)
+    validation.seconds = [0.0] * state.epoch
+    if owner.patience is not None:
+        owner.patience.on_train_begin()
+        owner.patience.wait, owner.patience.best = state.wait, state.wait_best
+    # The shuffle is a seeded generator drawn at each epoch's end, and once more as each model.fit starts (Keras
+    # resets its data then): replaying the draws the uninterrupted run had made gives the resumed epoch its batches.
+    second_fit = bool(freeze_epochs) and state.epoch >= freeze_epochs
+    for _ in range(state.epoch + second_fit):
+        train.on_epoch_end()
 
 
 def phases(model: keras.Model, training: TrainingConfig, steps_per_epoch: int) -> Iterator[tuple[int, int]]:

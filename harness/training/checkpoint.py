@@ -1,0 +1,161 @@
+"""Per-epoch checkpoints of one fit (model and optimiser state, kept-best weights, records), so a killed run resumes."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import shutil
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import pandas as pd
+
+from harness.atomic import atomic_path, write_text
+
+CHECKPOINT = "checkpoint"  # the folder beside a fit's model.keras
+STATE = "state.json"  # written last: it names the epoch whose files are complete
+
+
+@dataclass
+class FitState:
+    """What a fit had done after its last completed epoch (the history rows, the kept epoch, the patience count)."""
+
+    epoch: int = 0  # completed epochs
+    rows: list[dict[str, Any]] = field(default_factory=list)  # history.csv's rows so far
+    train_seconds: list[float] = field(default_factory=list)
+    best: float = -math.inf
+    best_epoch: int = 0
+    wait: int = 0  # early stopping: epochs since the last improvement
+    wait_best: float | None = None
+    finished: bool = False  # stopped early, by the time limit, or after its last epoch
+    stopped_by_time_limit: bool = False
+
+
+def read_state(folder: Path) -> FitState | None:
+    """The checkpoint's state, or None where there is none (a fresh fit, or one killed in its first epoch)."""
+    path = Path(folder) / STATE
+    if not path.exists():
+        return None
+    raw = json.loads(path.read_text())
+    raw["best"] = -math.inf if raw.get("best") is None else raw["best"]
+    return FitState(**raw)
+
+
+def seed_states(model: keras.Model) -> list[keras.Variable]:
+    """The random layers' seed-generator states: part of `model.variables`, but not of the weights save_weights keeps,
+    so without them a resumed Dropout or augmentation layer would draw other masks than an uninterrupted run."""
+    kept = {id(v) for v in model.weights}
+    return [v for v in model.variables if id(v) not in kept]
+
+
+def write_history(rows: list[dict[str, Any]], path: Path) -> None:
+    with atomic_path(path) as tmp:
+        pd.DataFrame(rows).to_csv(tmp, index=False)
+
+
+class Checkpoint(keras.callbacks.Callback):
+    """After every epoch: the model and optimiser state (Keras' `save_weights`), the seed states, the kept-best
+    weights and the FitState, and history.csv grown by one row; on a resumed fit's start, all of it put back.
+
+    Not keras.callbacks.BackupAndRestore: it saves `latest.weights.h5` and then `training_metadata.json` ({"epoch"})
+    in place, so a kill between the two resumes the new weights at the old epoch, and it knows nothing of the
+    harness's kept-best weights and records. Here each epoch's files carry its number and STATE, replaced
+    atomically last, names the complete set; the previous epoch's files go only after that.
+    """
+
+    def __init__(self, folder: Path | None, history: Path | None, state: FitState, owner: Any) -> None:
+        super().__init__()
+        self.folder = Path(folder) if folder is not None else None  # None: keep the records only, save nothing
+        self.history = Path(history) if history is not None else None
+        self.state = state
+        self.owner = owner  # the fit's callbacks whose state the checkpoint carries (train.FitCallbacks)
+        self._restore = state.epoch > 0
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        if not self._restore or self.folder is None:
+            return
+        self._restore = False
+        model = self.model
+        optimizer = model.optimizer
+        # The optimiser's slots exist only once built; a fit resumed at a phase boundary (--freeze-epochs) starts
+        # its new phase with a fresh optimiser, as the uninterrupted fit does, so its saved slots are skipped.
+        at_boundary = self.owner.phase_start == self.state.epoch and self.state.epoch > 0
+        if optimizer is not None and not optimizer.built and not at_boundary:
+            optimizer.build(model.trainable_variables)
+        with warnings.catch_warnings():
+            if at_boundary:
+                warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+            model.load_weights(self.folder / f"epoch{self.state.epoch}.weights.h5")
+        with np.load(self.folder / f"epoch{self.state.epoch}.extra.npz") as extra:
+            for i, variable in enumerate(seed_states(model)):
+                variable.assign(extra[f"seed{i}"])
+
+    def best_weights(self) -> list[np.ndarray] | None:
+        path = self.folder / f"epoch{self.state.epoch}.extra.npz" if self.folder is not None else None
+        if path is None or not path.exists():
+            return None
+        with np.load(path) as extra:
+            count = int(extra["best_count"])
+            return [extra[f"best{i}"] for i in range(count)] if count else None
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        owner, state = self.owner, self.state
+        row = {"epoch": epoch + 1, **{k: _number(v) for k, v in (logs or {}).items()}}
+        row["seconds"] = owner.timer.seconds[-1]
+        state.rows.append(row)
+        state.train_seconds.append(owner.timer.train_seconds[-1])
+        state.epoch = epoch + 1
+        state.best, state.best_epoch = owner.best.best, owner.best.best_epoch
+        if owner.patience is not None:
+            state.wait, state.wait_best = owner.patience.wait, _number(owner.patience.best)
+        state.stopped_by_time_limit = bool(owner.limit is not None and owner.limit.stopped)
+        state.finished = bool(self.model.stop_training) or state.epoch >= owner.epochs
+        if self.history is not None:  # first: the log is never behind the checkpoint (a resume rewrites it)
+            write_history(state.rows, self.history)
+        if self.folder is not None:
+            self.save(self.folder)
+
+    def save(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        n = self.state.epoch
+        self.model.save_weights(folder / f"epoch{n}.weights.h5")  # layers and optimiser slots
+        kept = self.owner.best.weights or []
+        arrays: dict[str, Any] = {f"seed{i}": np.asarray(v.numpy()) for i, v in enumerate(seed_states(self.model))}
+        arrays |= {f"best{i}": w for i, w in enumerate(kept)}
+        arrays["best_count"] = np.asarray(len(kept))
+        np.savez(folder / f"epoch{n}.extra.npz", **arrays)
+        state = asdict(self.state)
+        state["best"] = None if not math.isfinite(self.state.best) else self.state.best
+        write_text(folder / STATE, json.dumps(state, default=_number))
+        for old in folder.glob("epoch*"):
+            if not old.name.startswith(f"epoch{n}."):
+                old.unlink(missing_ok=True)
+
+
+def _number(value: Any) -> Any:
+    """A log value as a plain float (Keras gives numpy or backend scalars); None stays None."""
+    if value is None:
+        return None
+    with contextlib.suppress(TypeError, ValueError):
+        return float(value)
+    return value
+
+
+def delete_checkpoints(folder: Path) -> int:
+    """Remove every fit's checkpoint under a run's folder (folds have one each); the bytes freed."""
+    freed = 0
+    for found in [Path(folder) / CHECKPOINT, *Path(folder).glob(f"fold*/{CHECKPOINT}")]:
+        if found.is_dir():
+            freed += sum(f.stat().st_size for f in found.rglob("*") if f.is_file())
+            shutil.rmtree(found, ignore_errors=True)
+    return freed
+
+
+def has_checkpoint(folder: Path) -> bool:
+    """Whether any fit of the run in `folder` completed an epoch (its state names one)."""
+    return any((p / STATE).exists() for p in [Path(folder) / CHECKPOINT, *Path(folder).glob(f"fold*/{CHECKPOINT}")])
