@@ -133,5 +133,7 @@ def test_the_demo_baselines_differ_and_none_is_perfect(tmp_path, monkeypatch, ca
     runs = {r.architecture: r for r in RunStore(f"sqlite:///{tmp_path / 'results' / 'harness.db'}").runs()}
     assert [runs[name].epochs_run for name in BASELINES] == [1, 1, 1]
     aucs = [runs[name].val_auc for name in BASELINES]
-    assert all(0.65 < auc < 0.97 for auc in aucs), aucs  # measured: 0.7510, 0.9130, 0.8677
+    # Measured 0.6147, 0.8947, 0.8704. One epoch of the 36M-parameter model 1 on 435 images depends on the batch
+    # order: 0.7510 before the harness took the order over from Keras' shuffle, same seed. Above chance, below 1.
+    assert all(0.6 < auc < 0.97 for auc in aucs), aucs
     assert len({round(auc, 3) for auc in aucs}) == 3 and max(aucs) - min(aucs) > 0.05, aucs

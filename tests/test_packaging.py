@@ -27,9 +27,11 @@ def test_pyproject_lists_every_package_and_maps_the_plug_in_folders():
 
 
 @pytest.mark.backend_free
-def test_the_plug_in_folders_import_under_the_harness_namespace_only():
-    import harness.architectures.cnn
-    import harness.search_spaces.widen
+def test_the_registries_load_the_plug_in_folders_under_the_harness_namespace():
+    """Installed or from the source tree, the families and spaces are harness.architectures.* and
+    harness.search_spaces.*: no top-level `architectures` package is imported."""
+    from harness.registry import ARCHITECTURES, SEARCH_SPACES
 
-    assert Path(harness.architectures.cnn.__file__).parent == ROOT / "architectures"
-    assert Path(harness.search_spaces.widen.__file__).parent == ROOT / "search_spaces"
+    assert ARCHITECTURES.get("cnn").builder.__module__ == "harness.architectures.cnn"
+    assert SEARCH_SPACES.get("widen").builder.__module__ == "harness.search_spaces.widen"
+    assert "architectures" not in sys.modules and "search_spaces" not in sys.modules
