@@ -18,6 +18,8 @@ examples:
   harness run baselines                            # the seed's three CNNs on the built-in demo data (demo budget)
   harness run baselines --data ~/kaggle/histopathologic-cancer-detection --sample 20000 --epochs 3
   harness search --trials 50 --sample 4000 --epochs 3
+  harness search --space modern --trials 30 --epochs 3 --timeout 60   # ResNets, recipes, stain jitter
+  harness run --config examples/run.toml --epochs 1                  # settings from a file; a flag wins
   harness search --trials 50 --workers 4 --storage postgresql://user@db/harness   # one study, many processes
   harness predict results/runs/<run_id>/model.keras --tta 8 --out submission.csv
   harness leaderboard --by val_auc --format markdown
