@@ -11,7 +11,15 @@ The Python API, the layer the `harness` command shares (see harness.api)::
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+# Installed, `harness.architectures` and `harness.search_spaces` are real subpackages (pyproject's package-dir).
+# Imported straight from a source checkout (the repository on sys.path, e.g. `python -m harness` in the clone), they
+# are the top-level plug-in folders beside this package: let the package's path reach them there.
+_CHECKOUT = Path(__file__).resolve().parent.parent
+if not Path(__file__).with_name("architectures").is_dir() and (_CHECKOUT / "architectures" / "__init__.py").is_file():
+    __path__.append(str(_CHECKOUT))
 
 __version__ = "0.1.0"
 

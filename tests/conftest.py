@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -12,6 +13,11 @@ import numpy as np
 import pytest
 
 from harness.data.demo import make_id, render_patch
+
+# Python children of the tests (workers, killed runs, plain-Keras loaders) must import the installed harness, the
+# package tox builds and tests: they may not put their working folder (the checkout, whose `harness/` would shadow
+# it) first on sys.path.
+os.environ["PYTHONSAFEPATH"] = "1"
 
 # postgres_server (session) and postgres_url (a fresh database per test): a real server, see postgres_fixture.py.
 pytest_plugins = ["postgres_fixture"]

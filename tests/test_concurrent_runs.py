@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from worker_processes import ROOT, finish, start_cli
+from worker_processes import CHILD_CWD, finish, start_cli
 
 from harness.store.runs import RunStore
 
@@ -28,7 +28,9 @@ def test_concurrent_writers_lose_no_records(backend, request, tmp_path):
     RunStore(url)  # the table exists before the race starts
     n, tags = 150, ("a", "b", "c")
     writers = [
-        subprocess.Popen([sys.executable, "-c", WRITER, url, tag, str(n)], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, url, tag, str(n)], cwd=CHILD_CWD, stderr=subprocess.PIPE, text=True
+        )
         for tag in tags
     ]
     for writer in writers:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -35,3 +37,15 @@ def test_the_registries_load_the_plug_in_folders_under_the_harness_namespace():
     assert ARCHITECTURES.get("cnn").builder.__module__ == "harness.architectures.cnn"
     assert SEARCH_SPACES.get("widen").builder.__module__ == "harness.search_spaces.widen"
     assert "architectures" not in sys.modules and "search_spaces" not in sys.modules
+
+
+@pytest.mark.backend_free
+def test_a_source_checkout_on_the_path_finds_the_plug_in_folders(tmp_path):
+    """`python -m harness` in a clone (not installed, or shadowing an installed wheel): harness.architectures is the
+    checkout's top-level folder. `-S` keeps site-packages (and an editable install's import hook) out of the way."""
+    probe = "import importlib.util as u; print(u.find_spec('harness.architectures').origin)"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONSAFEPATH"} | {"PYTHONPATH": str(ROOT)}
+    command = [sys.executable, "-S", "-c", probe]
+    done = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert Path(done.stdout.strip()) == ROOT / "architectures" / "__init__.py"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import textwrap
@@ -14,11 +13,10 @@ import optuna
 import pytest
 import search_fixtures as sf
 from optuna.trial import TrialState
+from worker_processes import CHILD_CWD
 
 from harness.tuning import optuna_engine
 from harness.tuning.study import run_search
-
-ROOT = Path(__file__).resolve().parents[1]
 
 # Starts a one-trial search and SIGKILLs itself once the trial's run is recorded as running (after a heartbeat).
 KILLED = """
@@ -26,6 +24,7 @@ import os, signal, sys, time
 from pathlib import Path
 sys.path.insert(0, {tests!r})
 import search_fixtures as sf
+from worker_processes import CHILD_CWD
 from harness.store.runs import RunStore
 from harness.tuning import optuna_engine
 optuna_engine.HEARTBEAT_SECONDS = 1
@@ -42,9 +41,8 @@ run_search(sf.workspace(Path({data!r}), Path({results!r})), sf.options(trials=1,
 
 
 def kill_mid_trial(tuner: str, data: Path, results: Path) -> None:
-    script = KILLED.format(tests=str(ROOT / "tests"), data=str(data), results=str(results), tuner=tuner)
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "-c", textwrap.dedent(script)], env=env, cwd=ROOT, timeout=120)
+    script = KILLED.format(tests=str(CHILD_CWD), data=str(data), results=str(results), tuner=tuner)
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(script)], cwd=CHILD_CWD, timeout=120)
     assert done.returncode == -9, "the search process should have been killed"
 
 

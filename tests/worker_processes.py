@@ -10,6 +10,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+# Child processes start here, not in the repository root: `python -c`/`-m` put their working folder first on
+# sys.path, and the checkout's `harness/` would shadow the installed package that tox tests.
+CHILD_CWD = ROOT / "tests"
 
 # `python -c WORKER args...` is `harness args...` with the tiny spaces registered. TEST_TRIAL_SLEEP makes each
 # trial last that much longer (so that workers overlap); TEST_HANG hangs the first trial (a kill target);
@@ -41,9 +44,9 @@ def start_cli(argv: Sequence[str], tiny: bool = True, **env: str) -> subprocess.
         command = [sys.executable, "-c", WORKER.format(tests=str(ROOT / "tests"))]
     else:
         command = [sys.executable, "-m", "harness.cli"]
-    environment = {**os.environ, "PYTHONPATH": str(ROOT), **FAST_HEARTBEAT, **env}
+    environment = {**os.environ, **FAST_HEARTBEAT, **env}
     return subprocess.Popen(
-        [*command, *argv], env=environment, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [*command, *argv], env=environment, cwd=CHILD_CWD, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
 
 
