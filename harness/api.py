@@ -147,11 +147,13 @@ def search(
     where: Workspace | None = None,
     progress: bool = False,
     pruner: Any = None,
+    keep_checkpoints: bool = False,
     **settings: Any,
 ) -> SearchSummary:
     """Open or resume a study and run the trials it still needs to reach `trials` in total (timeout: minutes).
 
     workers=K runs K processes on this machine that share the trials (Optuna); settings as StudySettings.names().
+    keep_checkpoints: keep each finished trial's per-epoch checkpoint (by default it is deleted).
     """
     from harness.tuning.study import SearchOptions
     from harness.tuning.workers import search_with_workers
@@ -160,7 +162,9 @@ def search(
         from harness.training.callbacks import check_tensorboard
 
         check_tensorboard()
-    options = SearchOptions(trials, study, timeout, progress, pruner, workers=workers, **settings)
+    options = SearchOptions(
+        trials, study, timeout, progress, pruner, workers=workers, keep_checkpoints=keep_checkpoints, **settings
+    )
     return search_with_workers(_ws(where, data, results, storage), options)
 
 
@@ -332,12 +336,25 @@ def export(
 
 
 def scale(
-    options: ScaleOptions, *, workers: int = 1, progress: bool = False, where: Workspace | None = None
+    options: ScaleOptions | None = None,
+    *,
+    workers: int = 1,
+    progress: bool = False,
+    data: PathLike | None = None,
+    results: PathLike | None = None,
+    storage: str | None = None,
+    where: Workspace | None = None,
+    **settings: Any,
 ) -> list[int]:
-    """Run a scaling study's points still due (workers=K: K local processes share them); the workers' exit codes."""
+    """Run a scaling study's points still due (workers=K: K local processes share them); the workers' exit codes.
+    The study's settings are `options` or the keywords of `harness scale`'s flags (base=, multipliers=, seeds=...)."""
+    from harness.scaling.study import ScaleOptions
+    from harness.settings import build, check_names, flat_names
     from harness.tuning.workers import run_workers
 
-    ws = _ws(where, None, None, None)
+    check_names(settings, flat_names(ScaleOptions), "scale setting")
+    options = build(options or ScaleOptions(), settings)
+    ws = _ws(where, data, results, storage)
     if workers > 1:
         return run_workers(scale_points, ws, options, workers)
     from harness.scaling.study import run_scale

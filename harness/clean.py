@@ -1,9 +1,12 @@
-"""`harness clean`: find stale decode caches and the models of runs outside the top K; delete them only when asked."""
+"""`harness clean`: find stale decode caches, the models of runs outside the top K and the checkpoints of runs that
+stopped; delete them only when asked."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,10 +15,13 @@ from harness.data.cache import dead_build_pid, discard_folder
 from harness.data.layout import survey
 from harness.errors import HarnessError
 from harness.ranking.leaderboard import DEFAULT_BY, rank
-from harness.store.runs import RunRecord
+from harness.store.runs import RunRecord, _pid_alive
 from harness.workspace import Workspace
 
 _CACHE_NAME = re.compile(r"[0-9a-f]{32}")  # a finished cache: results/cache/<fingerprint>/
+# harness.training.checkpoint.CHECKPOINT and STATE, named here: that module imports Keras, and clean builds no model.
+_CHECKPOINT = "checkpoint"
+_STATE = "state.json"
 
 
 @dataclass(frozen=True)
@@ -125,8 +131,72 @@ def plan_models(records: list[RunRecord], top: int, by: str = DEFAULT_BY) -> Pla
     return Plan(remove, keep)
 
 
-def plan_workspace(workspace: Workspace, models_outside_top: int | None = None, by: str = DEFAULT_BY) -> Plan:
-    """What `harness clean` keeps and removes: stale decode caches, and with a K the models outside the top K."""
+def _still_running(record: RunRecord) -> str | None:
+    """Why a 'running' record may still be training (None once its process is known to be gone): a live process on
+    this host, or any process on another host, whose pid cannot be checked from here."""
+    if record.status != "running":
+        return None
+    if record.host and record.host != socket.gethostname():
+        return f"still running on {record.host} (process {record.pid}; it cannot be checked from here)"
+    if record.pid is None or _pid_alive(record.pid):
+        return f"still running (process {record.pid})"
+    return None
+
+
+def _saved_epoch(checkpoint: Path) -> int | None:
+    """The last epoch a checkpoint completed (its state.json), or None when it completed none."""
+    try:
+        return int(json.loads((checkpoint / _STATE).read_text())["epoch"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def plan_checkpoints(records: list[RunRecord], checkpoints: bool = False) -> Plan:
+    """The per-epoch checkpoints (runs/<id>/checkpoint/, one per fold) that runs left behind.
+
+    The rule: a run still running keeps its checkpoint, always (on another host its process cannot be checked, so
+    'running' there counts as running). Any other checkpoint is listed with its size and removed only with
+    `checkpoints` (--checkpoints): that of a run that stopped before it finished (failed, interrupted, or 'running'
+    here with its process gone) is what `harness run RUN_ID --resume` goes on from, so removing it gives that up;
+    that of a finished run was kept with --keep-checkpoints, or by a KerasTuner Hyperband study for a trial it may
+    promote (a promoted trial whose parent has none trains from scratch). One that completed no epoch resumes
+    nothing: it goes without the flag, as a stale cache does.
+    """
+    remove: list[Item] = []
+    keep: list[Item] = []
+    for record in records:
+        if not record.artifacts:
+            continue
+        folder = Path(record.artifacts)
+        found = [folder / _CHECKPOINT, *sorted(folder.glob(f"fold*/{_CHECKPOINT}"))]
+        for checkpoint in (c for c in found if c.is_dir() and not c.is_symlink()):
+            size, whose, epoch = size_of(checkpoint), f"checkpoint of run {record.run_id}", _saved_epoch(checkpoint)
+            running = _still_running(record)
+            finished = record.status in ("complete", "pruned")
+            stopped = "killed (its process ended)" if record.status == "running" else record.status
+            resume = f"`harness run {record.run_id} --resume` from epoch {epoch}"
+            if finished and record.tuner == "keras-tuner":  # a Hyperband study that goes on may promote it
+                what = f"{record.status}, kept for a Hyperband promotion (without it the promoted trial starts afresh)"
+            elif finished:
+                what = f"{record.status}, kept by --keep-checkpoints; nothing resumes a finished run"
+            else:
+                what = f"{stopped}; --checkpoints gives up {resume}" if checkpoints else f"{stopped}; {resume} uses it"
+            if running:
+                keep.append(Item(checkpoint, size, f"{whose}: {running}"))
+            elif not finished and epoch is None:
+                remove.append(Item(checkpoint, size, f"{whose}: {stopped}, no epoch completed: it resumes nothing"))
+            elif checkpoints:
+                remove.append(Item(checkpoint, size, f"{whose}: {what}"))
+            else:
+                keep.append(Item(checkpoint, size, f"{whose}: {what}; --checkpoints removes it"))
+    return Plan(remove, keep)
+
+
+def plan_workspace(
+    workspace: Workspace, models_outside_top: int | None = None, by: str = DEFAULT_BY, checkpoints: bool = False
+) -> Plan:
+    """What `harness clean` keeps and removes: stale decode caches, the checkpoints of stopped runs (with
+    `checkpoints`, see plan_checkpoints), and with a K the models outside the top K."""
     from harness.data.demo import DEMO_DIRNAME
 
     records = workspace.store().runs()
@@ -134,7 +204,7 @@ def plan_workspace(workspace: Workspace, models_outside_top: int | None = None, 
     folders = {Path(r.dataset) for r in records if r.dataset}
     folders |= {workspace.data.resolve()} if workspace.data else set()
     folders.add((workspace.results / DEMO_DIRNAME).resolve())
-    plans = [plan_caches(workspace.results / "cache", sorted(folders))]
+    plans = [plan_caches(workspace.results / "cache", sorted(folders)), plan_checkpoints(records, checkpoints)]
     if models_outside_top is not None:
         plans.append(plan_models(records, models_outside_top, by))
     return Plan(keep=[i for plan in plans for i in plan.keep], remove=[i for plan in plans for i in plan.remove])

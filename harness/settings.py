@@ -79,6 +79,23 @@ def minutes(text: str) -> float:
     return positive_float(text) * 60
 
 
+def numbers(kind: type, allow_none: bool = False) -> Callable[[str], tuple[Any, ...]]:
+    """A comma-separated list of positive numbers, e.g. `--multipliers 0.5,1,2` (or 'none': no values)."""
+
+    def parse(text: str) -> tuple[Any, ...]:
+        if allow_none and text.strip().lower() == "none":
+            return ()
+        try:
+            values = tuple(kind(part) for part in text.split(",") if part.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {text!r}") from None
+        if not values or min(values) <= 0:
+            raise argparse.ArgumentTypeError(f"expected positive numbers, got {text!r}")
+        return values
+
+    return parse
+
+
 def seed_number(text: str) -> int:
     from harness.config import check_seed  # config imports this module
 

@@ -1,5 +1,5 @@
-"""Disk: `harness clean` (stale caches, models outside the top K), models saved without optimiser state, artefacts
-that follow the umask."""
+"""Disk: `harness clean` (stale caches, models outside the top K, checkpoints of stopped runs), models saved without
+optimiser state, artefacts that follow the umask."""
 
 from __future__ import annotations
 
@@ -153,3 +153,70 @@ def test_atomic_writes_follow_the_umask(tmp_path):
         for name in ("spec.json", "val_predictions.csv"):
             assert (folder / name).stat().st_mode & 0o777 == mode, (oct(umask), name)
         assert sorted(p.name for p in folder.iterdir()) == ["spec.json", "val_predictions.csv"]
+
+
+def test_clean_lists_checkpoints_and_removes_those_of_stopped_runs_only_with_checkpoints(tmp_path, capsys):
+    from harness.clean import human, size_of
+
+    results = tmp_path / "results"
+    store = RunStore(default_storage(results))
+
+    def run(run_id, status, folders=("checkpoint",), epoch=2, **where):
+        folder = results / "runs" / run_id
+        store.start(run_id, architecture="cnn", origin="run", spec={}, dataset="/data", artifacts=str(folder))
+        store.update(run_id, status=status, **where)
+        found = []
+        for name in folders:
+            checkpoint = folder / name
+            checkpoint.mkdir(parents=True)
+            (checkpoint / f"epoch{epoch}.weights.h5").write_bytes(b"w" * 1000)
+            if epoch:  # state.json is written last: without it no epoch completed
+                write_text(checkpoint / "state.json", f'{{"epoch": {epoch}}}')
+            found.append(checkpoint)
+        return found
+
+    failed = run("failed-run", "failed")
+    folds = run("interrupted-run", "interrupted", folders=("fold0/checkpoint", "fold1/checkpoint"))
+    killed = run("killed-run", "running", pid=_dead_pid())  # 'running' here, its process gone: failed once reaped
+    kept = run("kept-run", "complete")  # --keep-checkpoints
+    promotable = run("hyperband-trial", "complete", tuner="keras-tuner")  # a Hyperband study may promote it
+    empty = run("empty-run", "failed", epoch=0)  # killed in its first epoch: nothing to resume
+    live = run("live-run", "running")  # this very process: alive
+    remote = run("remote-run", "running", host="another-machine")  # its pid cannot be checked from here
+    resumable = [*failed, *folds, *killed, *kept, *promotable]
+
+    code, out, _ = run_cli(capsys, "clean", "--results", str(results))
+    assert code == 0
+    for checkpoint in resumable:
+        line = _line(out, checkpoint)
+        assert line.startswith("keep") and human(size_of(checkpoint)) in line and "--checkpoints removes it" in line
+    assert "`harness run failed-run --resume` from epoch 2 uses it" in _line(out, failed[0])
+    assert "`harness run killed-run --resume`" in _line(out, killed[0])
+    assert "kept by --keep-checkpoints" in _line(out, kept[0])
+    assert "kept for a Hyperband promotion" in _line(out, promotable[0])
+    assert _line(out, empty[0]).startswith("would remove") and "resumes nothing" in _line(out, empty[0])
+    assert "still running (process" in _line(out, live[0])
+    assert "still running on another-machine" in _line(out, remote[0])
+
+    code, out, _ = run_cli(capsys, "clean", "--checkpoints", "--results", str(results))
+    assert code == 0 and all(c.exists() for c in [*resumable, *empty]), "a dry run deleted something"
+    for checkpoint in [*resumable, *empty]:
+        assert _line(out, checkpoint).startswith("would remove")
+    for checkpoint in [*live, *remote]:
+        assert _line(out, checkpoint).startswith("keep")
+    assert "--checkpoints gives up `harness run failed-run --resume` from epoch 2" in _line(out, failed[0])
+    total = sum(size_of(c) for c in [*resumable, *empty])
+    assert f"would free {human(total)} ({total:,} bytes) in {len(resumable) + 1} items" in out
+
+    code, out, _ = run_cli(capsys, "clean", "--checkpoints", "--results", str(results), "--yes")
+    assert code == 0 and f"freed {human(total)} ({total:,} bytes)" in out
+    assert not any(c.exists() for c in [*resumable, *empty])
+    assert all(c.exists() for c in [*live, *remote]), "a running run's checkpoint was removed"
+    assert (results / "runs" / "interrupted-run").is_dir()  # only the checkpoints go
+
+
+def test_clean_names_the_checkpoint_files_the_training_writes():
+    from harness import clean
+    from harness.training import checkpoint
+
+    assert (clean._CHECKPOINT, clean._STATE) == (checkpoint.CHECKPOINT, checkpoint.STATE)

@@ -71,25 +71,26 @@ def _render(renderable, width: int) -> str:
     return console.file.getvalue()  # type: ignore[attr-defined]
 
 
-def _frame(mix: bool, test_auc: bool):
+def _frame(mix: bool, holdout: bool):
     frame = comparable(rank(RECORDS), mix=mix).frame
-    if test_auc:  # what --test-labels adds
-        frame = frame.assign(test_auc=[0.8288 - i / 100 if r == r else None for i, r in enumerate(frame["rank"])])
+    if holdout:  # what --holdout (or its older name --test-labels) adds: see harness.ranking.holdout.add_holdout
+        held = [0.8288 - i / 100 if s == "complete" else None for i, s in enumerate(frame["status"])]
+        frame = frame.assign(holdout_auc=held).assign(gap=lambda f: f["val_auc"] - f["holdout_auc"])
     return frame
 
 
 def _numbers(row) -> list[str]:
     """The numbers a row must show whole at 80 columns (the parameters whole, or rounded as 36.35M)."""
     numbers = [f"{row['val_accuracy']:.4f}", f"{row['val_auc']:.4f}"]
-    if "test_auc" in row and row["test_auc"] == row["test_auc"]:
-        numbers.append(f"{row['test_auc']:.4f}")
+    if "holdout_auc" in row and row["holdout_auc"] == row["holdout_auc"]:
+        numbers.append(f"{row['holdout_auc']:.4f}")
     return numbers
 
 
 @pytest.mark.parametrize("width", WIDTHS)
-@pytest.mark.parametrize(("mix", "test_auc"), [(False, False), (False, True), (True, True)])
-def test_the_leaderboard_fits_and_shows_every_number_whole(width, mix, test_auc):
-    frame = _frame(mix, test_auc)
+@pytest.mark.parametrize(("mix", "holdout"), [(False, False), (False, True), (True, True)])
+def test_the_leaderboard_fits_and_shows_every_number_whole(width, mix, holdout):
+    frame = _frame(mix, holdout)
     text = _render(render_table(frame, "leaderboard by val_accuracy"), width)
     lines = text.splitlines()
     assert "…" not in text, text
@@ -97,8 +98,8 @@ def test_the_leaderboard_fits_and_shows_every_number_whole(width, mix, test_auc)
     header = next(line for line in lines if line.startswith("rank"))
     for name in ("rank", "run", "architecture", "val acc", "val AUC", "params"):
         assert name in header, (name, text)
-    if test_auc:
-        assert "test AUC" in header, text
+    if holdout:
+        assert "holdout AUC" in header, text
     if mix:  # runs on several validation sets: the column that says which is shown
         assert "sample · val" in header, text
     for _, row in frame.iterrows():
@@ -111,6 +112,8 @@ def test_the_leaderboard_fits_and_shows_every_number_whole(width, mix, test_auc)
         assert str(int(row["rank"])) == tokens[0]
         for number in _numbers(row):
             assert number in tokens, (number, line)
+        if "val-holdout" in header:  # the gap, when it fits, is whole and signed
+            assert f"{row['gap']:+.4f}" in tokens, line
         if row["val_accuracy_std"] == row["val_accuracy_std"] and (width >= 200 or "±" in tokens):
             # A cross-validated run's spread over folds, when shown (always at 200 columns), is whole too.
             assert f"{row['val_accuracy_std']:.4f}" in tokens and f"{row['val_auc_std']:.4f}" in tokens, line
@@ -119,15 +122,16 @@ def test_the_leaderboard_fits_and_shows_every_number_whole(width, mix, test_auc)
 
 
 def test_the_widest_table_shows_full_run_ids_and_every_column():
-    text = _render(render_table(_frame(mix=True, test_auc=True), "t"), 240)
+    text = _render(render_table(_frame(mix=True, holdout=True), "t"), 240)
     for record in RECORDS:
         assert record.run_id in text
     for header in ("origin", "status", "epochs", "time s", "img/s", "backend", "submission", "sample · val"):
         assert header in text
+    assert "holdout AUC" in text and "val-holdout" in text
 
 
 def test_narrower_than_the_essential_columns_each_run_becomes_lines_of_whole_values():
-    frame = _frame(mix=False, test_auc=False)
+    frame = _frame(mix=False, holdout=False)
     text = _render(render_table(frame, "leaderboard by val_accuracy"), 16)
     assert "…" not in text
     words = text.replace(";", " ").split()
@@ -136,7 +140,7 @@ def test_narrower_than_the_essential_columns_each_run_becomes_lines_of_whole_val
 
 
 def test_columns_picks_the_columns_and_refuses_an_unknown_name_in_one_line():
-    frame = _frame(mix=False, test_auc=False)
+    frame = _frame(mix=False, holdout=False)
     columns = choose_columns("rank,val_auc,run", frame)
     assert columns == ["rank", "val_auc", "run"]
     text = _render(render_table(frame, "t", columns=columns), 80)
@@ -146,8 +150,19 @@ def test_columns_picks_the_columns_and_refuses_an_unknown_name_in_one_line():
     with pytest.raises(HarnessError, match="unknown column 'nope'; choose from rank, run, architecture") as info:
         choose_columns("rank,nope", frame)
     assert "\n" not in str(info.value)
-    with pytest.raises(HarnessError, match="--test-labels"):
-        choose_columns("rank,test_auc", frame)
+    with pytest.raises(HarnessError, match="--columns holdout_auc needs --holdout"):
+        choose_columns("rank,holdout_auc", frame)
+
+
+def test_columns_has_one_name_for_the_holdout_score_and_test_auc_is_unknown():
+    held = _frame(mix=False, holdout=True)
+    assert choose_columns("rank,holdout_auc,gap", held) == ["rank", "holdout_auc", "gap"]
+    # --holdout and its older name --test-labels both give holdout_auc: test_auc is no alias of it any more.
+    with pytest.raises(HarnessError, match=r"unknown column 'test_auc'; choose from .*holdout_auc, gap") as info:
+        choose_columns("rank,test_auc", held)
+    assert "\n" not in str(info.value)
+    with pytest.raises(HarnessError, match="unknown column 'test_auc'"):
+        choose_columns("rank,test_auc", _frame(mix=False, holdout=False))
 
 
 def test_list_at_80_columns_keeps_descriptions_whole_instead_of_a_word_a_line(monkeypatch):

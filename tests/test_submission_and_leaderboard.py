@@ -114,8 +114,9 @@ def test_best_submission_is_copied_from_the_top_run(tmp_path):
     assert written["id"].tolist() == IDS and np.allclose(written["label"], 0.9)
 
 
-def test_test_labels_add_a_test_auc_column_scored_like_kaggle(tmp_path):
-    from harness.ranking.leaderboard import add_test_auc
+def test_holdout_labels_score_each_submission_like_kaggle(tmp_path):
+    from harness.ranking import holdout as module
+    from harness.ranking.holdout import Holdout, add_holdout
 
     labels = tmp_path / "test_labels.csv"
     pd.DataFrame({"id": IDS, "label": [1, 0, 1]}).to_csv(labels, index=False)
@@ -128,12 +129,15 @@ def test_test_labels_add_a_test_auc_column_scored_like_kaggle(tmp_path):
             _record("i", acc=0.6, auc=0.6, submission=str(inverted)),
         ]
     )
-    scored = add_test_auc(frame, labels).set_index("run")["test_auc"]
-    assert scored["p"] == 1.0 and scored["i"] == 0.0
-    assert "test_auc" in render_text(add_test_auc(frame, labels), "markdown").splitlines()[0]
+    scored = add_holdout(frame, Holdout.read(labels, "--test-labels")).set_index("run")
+    assert scored.loc["p", "holdout_auc"] == 1.0 and scored.loc["i", "holdout_auc"] == 0.0
+    assert scored.loc["p", "gap"] == pytest.approx(-0.5) and scored.loc["i", "gap"] == pytest.approx(0.6)
+    header = render_text(add_holdout(frame, Holdout.read(labels)), "markdown").splitlines()[0]
+    assert "| holdout_auc | gap |" in header and "test_auc" not in header
+    assert not hasattr(module, "add_test_auc")  # one way to score a holdout: the twin column is gone
     pd.DataFrame({"id": IDS[:2], "label": [1, 0]}).to_csv(labels, index=False)
-    with pytest.raises(HarnessError, match="no label for test id"):
-        add_test_auc(frame, labels)
+    with pytest.raises(HarnessError, match=f"--test-labels {labels} has no label for test id"):
+        add_holdout(frame, Holdout.read(labels, "--test-labels"))
 
 
 # ----------------------------------------------------------------------------- an honest leaderboard

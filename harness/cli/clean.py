@@ -1,4 +1,5 @@
-"""`harness clean`: free disk: stale decode caches and, on request, models outside the top K (dry run first)."""
+"""`harness clean`: free disk: stale decode caches and, on request, models outside the top K and the checkpoints of
+stopped runs (dry run first)."""
 
 from __future__ import annotations
 
@@ -13,15 +14,24 @@ from harness.cli import flags
 def add(sub: Any) -> None:
     p = sub.add_parser(
         "clean",
-        help="free disk: stale decode caches and, on request, the models of runs outside the top K (dry run first)",
+        help="free disk: stale decode caches and, on request, the models of runs outside the top K and the"
+        " checkpoints of runs that stopped (dry run first)",
         description="Lists what it would remove and how many bytes; deletes only with --yes. Stale caches are those"
-        " under <results>/cache that no data folder used by the stored runs (nor --data, nor the demo) matches now.",
+        " under <results>/cache that no data folder used by the stored runs (nor --data, nor the demo) matches now."
+        " Every run's checkpoint is listed with its size; a running run's is never removed.",
     )
     p.add_argument(
         "--models-outside-top",
         type=int,
         metavar="K",
         help="also remove the model.keras of every run outside the top K of its validation set (failed runs too)",
+    )
+    p.add_argument(
+        "--checkpoints",
+        action="store_true",
+        help="also remove the checkpoints of runs that are not running: of failed, interrupted or killed runs (their"
+        " `harness run RUN_ID --resume` is then given up) and of finished runs (kept by --keep-checkpoints, or for a"
+        " Hyperband promotion, which then trains from scratch)",
     )
     p.add_argument("--by", choices=("val_accuracy", "val_auc"), default="val_accuracy", help=flags.RANKING_HELP)
     mode = p.add_mutually_exclusive_group()
@@ -38,7 +48,7 @@ def cmd_clean(args: argparse.Namespace, out: Console, err: Console) -> int:
     if not workspace.results.is_dir():
         err.print(f"nothing to clean: {workspace.results} does not exist", highlight=False)
         return 0
-    plan = plan_workspace(workspace, args.models_outside_top, args.by)
+    plan = plan_workspace(workspace, args.models_outside_top, args.by, checkpoints=args.checkpoints)
     keep, doomed = plan.keep, plan.remove
     verb = "remove" if args.apply else "would remove"
 

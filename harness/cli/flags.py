@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 from typing import Any
 
 from harness.settings import positive_float, positive_int, seed_number
@@ -69,23 +68,6 @@ def given_settings(args: argparse.Namespace) -> dict[str, Any]:
     from harness.settings import given
 
     return {**given(args, TrainingConfig), **given(args, DataConfig)}
-
-
-def numbers(kind: type, allow_none: bool = False) -> Callable[[str], tuple[Any, ...]]:
-    """A comma-separated list of positive numbers, e.g. `--multipliers 0.5,1,2` (or 'none': no values)."""
-
-    def parse(text: str) -> tuple[Any, ...]:
-        if allow_none and text.strip().lower() == "none":
-            return ()
-        try:
-            values = tuple(kind(part) for part in text.split(",") if part.strip())
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {text!r}") from None
-        if not values or min(values) <= 0:
-            raise argparse.ArgumentTypeError(f"expected positive numbers, got {text!r}")
-        return values
-
-    return parse
 
 
 def workspace(args: argparse.Namespace, console: Any) -> Any:

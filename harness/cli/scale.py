@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from typing import Any
 
 from rich.console import Console
 
 from harness.cli import flags
 from harness.errors import HarnessError
+from harness.scaling.study import ScaleOptions
+from harness.settings import add_flags, from_args
 
 
 def add(sub: Any) -> None:
@@ -19,28 +22,8 @@ def add(sub: Any) -> None:
         " several weight seeds on one fixed split, at equal epochs and at equal compute; fit AUC per doubling of"
         " GMACs with a bootstrap interval and state a verdict per budget in <results>/scale-<study>/report.md.",
     )
-    p.add_argument("--base", default="seed_model2", help="seed_model1/2/3, cnn, or a run id of a cnn run")
-    p.add_argument("--axis", choices=("width", "depth", "compound"), default="width", help="what is multiplied")
-    p.add_argument("--multipliers", type=flags.numbers(float), default=(0.25, 0.5, 1.0, 2.0), metavar="M,M",
-                   help="size multipliers, including 1 (default 0.25,0.5,1,2)")  # fmt: skip
-    p.add_argument("--seeds", type=flags.positive_int, default=3, help="weight seeds per size (default 3; split fixed)")
-    p.add_argument("--epochs", type=flags.numbers(int, allow_none=True), default=(2, 6), metavar="E,E",
-                   help="equal-epoch budgets (default 2,6; 'none': only --compute-epochs)")  # fmt: skip
-    p.add_argument("--compute-epochs", type=flags.positive_float, metavar="E",
-                   help="add an equal-compute budget: each size gets the GMACs x images of E base epochs")  # fmt: skip
-    p.add_argument("--sample", type=flags.positive_int, metavar="N", help="a stratified subset of N labelled images")
-    p.add_argument("--protocol", choices=("seed", "stratified"), default="seed", help="split (default: seed)")
-    p.add_argument(
-        "--seed", type=flags.seed_number, default=101, help="the split's seed; weight seeds are seed, seed+1, ..."
-    )
-    p.add_argument("--batch-size", type=flags.positive_int, help="training batch size (default: the base's)")
-    p.add_argument("--precise-bn", type=int, metavar="B", help="BatchNorm re-estimation batches (default 20)")
-    p.add_argument("--study", help="study name; rerunning continues it (default scale-<base>-<axis>); with"
-                   " --report-only, several names joined by commas share one report")  # fmt: skip
-    p.add_argument("--epsilon", type=flags.positive_float, default=0.005,
-                   help="AUC per doubling of GMACs below which a gain is not worth it (default 0.005)")  # fmt: skip
+    add_flags(p, ScaleOptions)  # the study's settings: one field each in harness/scaling/study.py
     p.add_argument("--workers", type=flags.positive_int, default=1, metavar="K", help="K processes share the points")
-    p.add_argument("--max-points", type=flags.positive_int, metavar="N", help="run at most N points this session")
     p.add_argument("--report-only", action="store_true", help="train nothing: analyse what the store holds")
     p.add_argument("--test-labels", metavar="CSV", help="also judge on known test labels (id,label)")
     p.add_argument("--no-progress", action="store_true", help="no live progress display")
@@ -52,27 +35,11 @@ def cmd_scale(args: argparse.Namespace, out: Console, err: Console) -> int:
     from harness import api
     from harness.ranking.leaderboard import read_test_labels
     from harness.scaling.report import write_scale_report
-    from harness.scaling.study import ScaleOptions
 
     studies = (args.study or "").split(",") if args.report_only else [args.study]
     if len(studies) > 1 and not all(studies):
         raise HarnessError(f"--study {args.study!r}: name studies separated by commas")
-    options = ScaleOptions(
-        base=args.base,
-        axis=args.axis,
-        multipliers=args.multipliers,
-        seeds=args.seeds,
-        epochs=args.epochs,
-        compute_epochs=args.compute_epochs,
-        sample=args.sample,
-        protocol=args.protocol,
-        split_seed=args.seed,
-        batch_size=args.batch_size,
-        precise_bn=args.precise_bn,
-        study=studies[0],
-        epsilon=args.epsilon,
-        max_points=args.max_points,
-    )
+    options = dataclasses.replace(from_args(args, ScaleOptions), study=studies[0])
     workspace = flags.workspace(args, err)
     codes: list[int] = []
     if not args.report_only:

@@ -28,6 +28,11 @@ def add(sub: Any) -> None:
         metavar="K",
         help="run K worker processes on this machine, sharing --trials (Optuna; PostgreSQL for several machines)",
     )
+    p.add_argument(
+        "--keep-checkpoints",
+        action="store_true",
+        help="keep each finished trial's per-epoch checkpoint (deleted by default; see harness clean --checkpoints)",
+    )
     flags.config(p)
     flags.where(p)
     flags.settings(p)
@@ -46,6 +51,7 @@ def cmd_search(args: argparse.Namespace, out: Console, err: Console) -> int:
         workers=args.workers,
         where=flags.workspace(args, err),
         progress=not args.no_progress,
+        keep_checkpoints=args.keep_checkpoints,
         **given(args, StudySettings),
         **flags.given_settings(args),
     )

@@ -51,15 +51,6 @@ def add_holdout(frame: pd.DataFrame, holdout: Holdout) -> pd.DataFrame:
     return frame.assign(holdout_auc=held, gap=frame["val_auc"].astype(float) - held)
 
 
-def add_test_auc(frame: pd.DataFrame, labels_csv: str | Path) -> pd.DataFrame:
-    """A `test_auc` column: each run's submission scored against known test labels (ROC AUC, as Kaggle does).
-
-    The labels must cover exactly the ids of each scored submission, and each submission must be a valid one.
-    Kept for callers of the older name; `harness leaderboard --test-labels` now means --holdout."""
-    truth = read_test_labels(labels_csv)
-    return frame.assign(test_auc=_submission_aucs(frame, truth, str(labels_csv), "--test-labels"))
-
-
 def _submission_aucs(frame: pd.DataFrame, truth: pd.Series, labels_csv: str, flag: str) -> list[float | None]:
     """ROC AUC of each run's submission on `truth`; None for a run without one."""
     scores: list[float | None] = []

@@ -16,7 +16,7 @@ import pandas as pd
 from harness.config import DataConfig
 from harness.data import clip
 from harness.errors import HarnessError
-from harness.ranking.holdout import Holdout, add_holdout, add_test_auc, read_test_labels  # noqa: F401 (re-exported)
+from harness.ranking.holdout import Holdout, add_holdout, read_test_labels  # noqa: F401 (re-exported)
 from harness.ranking.submission import expected_test_ids, read_submission, write_submission
 from harness.store.runs import RunRecord, RunStore
 from harness.terminal.tables import Column, FittedTable, pick_columns
@@ -41,13 +41,13 @@ COLUMNS = [
     "submission",
 ]
 
-HEADERS = {"val_accuracy": "val acc", "val_auc": "val AUC", "test_auc": "test AUC", "holdout_auc": "holdout AUC",
+HEADERS = {"val_accuracy": "val acc", "val_auc": "val AUC", "holdout_auc": "holdout AUC",
            "gap": "val-holdout", "parameters": "params", "seconds": "time s", "images_per_s": "img/s",
            "val_set": "sample · val"}  # fmt: skip
-_NUMBERS = ("rank", "val_accuracy", "val_auc", "test_auc", "holdout_auc", "gap", "parameters", "epochs", "seconds",
+_NUMBERS = ("rank", "val_accuracy", "val_auc", "holdout_auc", "gap", "parameters", "epochs", "seconds",
             "images_per_s")  # fmt: skip
-# Scores on known labels of an external set (--holdout, or --test-labels's older column), shown beside val AUC.
-_HELD = ("holdout_auc", "gap", "test_auc")
+# Scores on known labels of an external set (--holdout, or its older name --test-labels), shown beside val AUC.
+_HELD = ("holdout_auc", "gap")
 
 
 _DATA_DEFAULTS = dataclasses.asdict(DataConfig())
@@ -203,7 +203,7 @@ def study_runs(store: RunStore, study: str | None) -> list[RunRecord]:
 def _cell(value: object, column: str) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
-    if column in ("val_accuracy", "val_auc", "test_auc", "holdout_auc"):
+    if column in ("val_accuracy", "val_auc", "holdout_auc"):
         return f"{float(value):.4f}"  # type: ignore[arg-type]
     if column == "gap":
         return f"{float(value):+.4f}"  # type: ignore[arg-type]
@@ -229,7 +229,7 @@ def _compact_count(value: object) -> str:
 
 
 def _columns(frame: pd.DataFrame) -> list[str]:
-    """The displayed columns: holdout (or test) AUC and the gap beside val AUC when their labels were given."""
+    """The displayed columns: holdout AUC and the gap beside val AUC when --holdout labels were given."""
     held = [c for c in _HELD if c in frame]
     at = COLUMNS.index("val_auc") + 1
     return [*COLUMNS[:at], *held, *COLUMNS[at:]]
@@ -239,10 +239,6 @@ def choose_columns(text: str | None, frame: pd.DataFrame) -> list[str] | None:
     """`--columns a,b,c` checked against the columns this leaderboard has; None when not given."""
     if text is None:
         return None
-    if "test_auc" in text.split(",") and "test_auc" not in frame and "holdout_auc" in frame:
-        text = ",".join("holdout_auc" if name == "test_auc" else name for name in text.split(","))  # --test-labels
-    if "test_auc" in text.split(",") and "test_auc" not in frame:
-        raise HarnessError("--columns test_auc needs --test-labels CSV (known test labels to score submissions)")
     for column in ("holdout_auc", "gap"):
         if column in text.split(",") and column not in frame:
             raise HarnessError(f"--columns {column} needs --holdout CSV (labels of an external set)")
@@ -287,9 +283,10 @@ def render_table(
     # Cross-validated runs' spread over folds ("± 0.0123") comes in when there is room.
     steps = [column("rank"), column("run", _short_ids(frame["run"])), column(by, means[by]), column("architecture")]
     steps += [column(other, means[other])]
-    steps += [column(key) for key in _HELD if key in frame and key != by]
+    steps += [column("holdout_auc")] if "holdout_auc" in frame and by != "holdout_auc" else []
     steps += [column("parameters", compact)]
     steps += [column("val_set")] if mixed else []  # runs on several validation sets: the column that says so
+    steps += [column("gap")] if "gap" in frame else []  # val AUC - holdout AUC: both are shown already
     steps += [column("parameters"), column("val_set"), column(by), column(other)]
     steps += [column("status")] if unfinished else []
     steps += [column(key) for key in ("origin", "run", "epochs", "seconds", "images_per_s", "backend", "status")]

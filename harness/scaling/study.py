@@ -18,6 +18,7 @@ from harness.config import DataConfig, Origin, RunSpec, TrainingConfig, check_st
 from harness.cost import Cost, architecture_cost
 from harness.errors import HarnessError
 from harness.registry import ARCHITECTURES
+from harness.settings import knob, numbers, positive_float, positive_int, seed_number
 from harness.store.runs import RunRecord, RunStore
 
 AXES = ("width", "depth", "compound")
@@ -29,22 +30,63 @@ MAX_ATTEMPTS = 2  # a point that failed (a killed worker, a NaN loss) is tried o
 
 @dataclass(frozen=True)
 class ScaleOptions:
-    """The flags of `harness scale`."""
+    """The settings of `harness scale` (its flags and the library's keywords derive from these fields)."""
 
-    base: str = "seed_model2"  # a registered point of `cnn` (seed_model1/2/3), or a run id whose spec is one
-    axis: str = "width"
-    multipliers: tuple[float, ...] = DEFAULT_MULTIPLIERS
-    seeds: int = 3
-    epochs: tuple[int, ...] = DEFAULT_EPOCHS  # one equal-epochs budget each
-    compute_epochs: float | None = None  # equal compute: the base point's GMACs x images of this many epochs
-    sample: int | None = None
-    protocol: str = "seed"
-    split_seed: int = 101
-    batch_size: int | None = None
-    precise_bn: int | None = None
-    study: str | None = None
-    epsilon: float = 0.005
-    max_points: int | None = None  # stop after this many points this session (a time budget in points)
+    base: str = field(default="seed_model2", metadata=knob("seed_model1/2/3, cnn, or a run id of a cnn run"))
+    axis: str = field(default="width", metadata=knob("what is multiplied", choices=AXES))
+    multipliers: tuple[float, ...] = field(
+        default=DEFAULT_MULTIPLIERS,
+        metadata=knob("size multipliers, including 1 (default 0.25,0.5,1,2)", metavar="M,M", parse=numbers(float)),
+    )
+    seeds: int = field(default=3, metadata=knob("weight seeds per size (default 3; split fixed)", parse=positive_int))
+    epochs: tuple[int, ...] = field(
+        default=DEFAULT_EPOCHS,
+        metadata=knob(
+            "equal-epoch budgets (default 2,6; 'none': only --compute-epochs)",
+            metavar="E,E",
+            parse=numbers(int, allow_none=True),
+        ),
+    )
+    compute_epochs: float | None = field(
+        default=None,
+        metadata=knob(
+            "add an equal-compute budget: each size gets the GMACs x images of E base epochs",
+            metavar="E",
+            parse=positive_float,
+        ),
+    )
+    sample: int | None = field(
+        default=None, metadata=knob("a stratified subset of N labelled images", metavar="N", parse=positive_int)
+    )
+    protocol: str = field(default="seed", metadata=knob("split (default: seed)", choices=("seed", "stratified")))
+    split_seed: int = field(
+        default=101,
+        metadata=knob(
+            "the split's seed; weight seeds are seed, seed+1, ...", flag="--seed", metavar="SEED", parse=seed_number
+        ),
+    )
+    batch_size: int | None = field(
+        default=None, metadata=knob("training batch size (default: the base's)", parse=positive_int)
+    )
+    precise_bn: int | None = field(
+        default=None, metadata=knob("BatchNorm re-estimation batches (default 20)", metavar="B", parse=int)
+    )
+    study: str | None = field(
+        default=None,
+        metadata=knob(
+            "study name; rerunning continues it (default scale-<base>-<axis>); with --report-only, several names"
+            " joined by commas share one report"
+        ),
+    )
+    epsilon: float = field(
+        default=0.005,
+        metadata=knob(
+            "AUC per doubling of GMACs below which a gain is not worth it (default 0.005)", parse=positive_float
+        ),
+    )
+    max_points: int | None = field(
+        default=None, metadata=knob("run at most N points this session", metavar="N", parse=positive_int)
+    )
 
     def __post_init__(self) -> None:
         if self.axis not in AXES:

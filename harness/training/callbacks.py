@@ -253,9 +253,13 @@ def tensorboard_logs(log_root: str | None, results: Path, run_folder: Path) -> l
     if log_root is None:
         return []
     check_tensorboard()
-    folder = Path(log_root) if log_root else results / "tensorboard"
-    where = folder / run_folder.relative_to(results / "runs")
+    where = tensorboard_folder(log_root, results) / run_folder.relative_to(results / "runs")
     return [keras.callbacks.TensorBoard(str(where), write_graph=False, profile_batch=0)]
+
+
+def tensorboard_folder(log_root: str, results: Path) -> Path:
+    """The folder --tensorboard [DIR] names: DIR, or <results>/tensorboard when it is given alone."""
+    return Path(log_root) if log_root else Path(results) / "tensorboard"
 
 
 def check_tensorboard() -> None:

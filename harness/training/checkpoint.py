@@ -156,6 +156,40 @@ def delete_checkpoints(folder: Path) -> int:
     return freed
 
 
+def checkpoint_bytes(folder: Path) -> int:
+    """The bytes of every fit's checkpoint under a run's folder."""
+    return sum(f.stat().st_size for found in _checkpoints(folder) for f in found.rglob("*") if f.is_file())
+
+
+def _checkpoints(folder: Path) -> list[Path]:
+    return [p for p in [Path(folder) / CHECKPOINT, *sorted(Path(folder).glob(f"fold*/{CHECKPOINT}"))] if p.is_dir()]
+
+
+def continue_from(parent: Path, child: Path) -> int | None:
+    """Seed a new run's folder with its parent run's checkpoints (one per fold), so that its fit starts where the
+    parent's stopped: the model, the optimiser's slots and the seed states of the parent's last epoch, and that epoch
+    number (the shuffle replays up to it). The records stay the child's own: no history rows, seconds, kept weights
+    or patience count, so its epochs_run and seconds count only what it trains. Returns the epoch it starts after
+    (the smallest over folds), or None, writing nothing, when the parent did not keep a checkpoint of every fit."""
+    found = _checkpoints(parent)
+    states = [read_state(source) for source in found]
+    if not found or any(state is None or state.epoch < 1 for state in states):
+        return None
+    for source, state in zip(found, states, strict=True):
+        assert state is not None
+        target = Path(child) / source.relative_to(parent)
+        target.mkdir(parents=True, exist_ok=True)
+        n = state.epoch
+        with atomic_path(target / f"epoch{n}.weights.h5") as tmp:
+            shutil.copyfile(source / f"epoch{n}.weights.h5", tmp)
+        with np.load(source / f"epoch{n}.extra.npz") as extra:
+            seeds = {key: extra[key] for key in extra.files if key.startswith("seed")}
+        with atomic_path(target / f"epoch{n}.extra.npz") as tmp, open(tmp, "wb") as out:
+            np.savez(out, best_count=np.asarray(0), **seeds)
+        write_text(target / STATE, json.dumps({**asdict(FitState(epoch=n)), "best": None}))  # last: names the set
+    return min(state.epoch for state in states if state is not None)
+
+
 def has_checkpoint(folder: Path) -> bool:
     """Whether any fit of the run in `folder` completed an epoch (its state names one)."""
     return any((p / STATE).exists() for p in [Path(folder) / CHECKPOINT, *Path(folder).glob(f"fold*/{CHECKPOINT}")])

@@ -16,7 +16,9 @@ from keras_tuner.src import config as kt_config
 
 from harness.atomic import write_text
 from harness.errors import HarnessError
+from harness.runs import new_run_id
 from harness.store.runs import RunRecord
+from harness.training.checkpoint import checkpoint_bytes, continue_from, delete_checkpoints
 from harness.tuning.space import InvalidConfiguration, KerasTunerSuggest, SpaceFunction, declare
 from harness.tuning.trials import TrialRunner
 
@@ -24,6 +26,9 @@ ALGORITHMS = ("hyperband", "bayesian", "random")
 SETTINGS_FILE = "harness-study.json"
 INITIAL_POINTS = 10  # random trials before the Gaussian process (KerasTuner's default is 3 per parameter)
 HYPERBAND_FACTOR = 3
+# A trial Hyperband promotes goes on from its parent's checkpoint; False retrains it from scratch, as the harness did
+# before (kept to measure what continuing saves).
+CONTINUE_PROMOTED = True
 
 
 class _TimeUp(Exception):
@@ -67,7 +72,8 @@ class HarnessTuner(keras_tuner.Tuner):
         self.engine.after_trial(trial)
 
     def save_model(self, trial_id: str, model: Any, step: int = 0) -> None:
-        """Nothing to do: the runner saves each trial's model under results/runs/."""
+        """Nothing to do: the runner saves each trial's model under results/runs/ (and, for a trial Hyperband may
+        promote, keeps its checkpoint: see KerasTunerEngine.run_one)."""
 
 
 class KerasTunerEngine:
@@ -90,7 +96,12 @@ class KerasTunerEngine:
         self.trials: TrialRunner | None = None
         self.deadline: float | None = None
         self.started = 0  # trials this session has started
+        self.max_epochs = 0
+        self.total = 0
         self._last: tuple[RunRecord, str, str, float] | None = None
+        self.continued: list[tuple[int, int]] = []  # this session's promoted trials: (epochs trained, epochs skipped)
+        self._kept: dict[str, int] = {}  # run folder -> bytes of the checkpoint kept there for a promotion
+        self.peak_kept = (0, 0)  # the most checkpoints kept at once for promotions: (count, bytes)
 
     def stored_settings(self) -> dict[str, Any] | None:
         path = self.project / SETTINGS_FILE
@@ -107,6 +118,7 @@ class KerasTunerEngine:
         """Create or reload the project; return how many trials have already ended."""
         if not (self.project / SETTINGS_FILE).is_file():
             write_text(self.project / SETTINGS_FILE, json.dumps(settings, indent=2))
+        self.max_epochs, self.total = int(settings["epochs"]), total
         objective = keras_tuner.Objective("val_auc", direction="max")
         # None: never stop the search for consecutive failures; each one is recorded and the search goes on.
         common: dict[str, Any] = {"objective": objective, "seed": settings["seed"]}
@@ -150,6 +162,7 @@ class KerasTunerEngine:
                 if isinstance(exc.__cause__, HarnessError):
                     raise exc.__cause__ from None
                 raise
+        self._tidy()
 
     def run_one(self, trial: keras_tuner.engine.trial.Trial) -> dict[str, float]:
         """One KerasTuner trial -> one recorded run; failures and invalid combinations end it as FAILED."""
@@ -160,6 +173,7 @@ class KerasTunerEngine:
         hp = trial.hyperparameters
         number = int(trial.trial_id)
         values = {k: v for k, v in hp.values.items()}
+        epochs = hp.values.get("tuner/epochs")
         try:
             try:
                 sample = self.trials.space(KerasTunerSuggest(hp))
@@ -167,16 +181,94 @@ class KerasTunerEngine:
                 record = self.trials.record_invalid(number, values, str(exc))
                 self._last = (record, "pruned", str(exc), started)
                 raise kt_errors.FailedTrialError(f"invalid configuration, never built: {exc}") from None
-            # Hyperband sets this round's epochs; the model trains from scratch (the runner keeps no checkpoints).
-            record = self.trials.run(sample, number, values, epochs=hp.values.get("tuner/epochs"))
+            # Hyperband sets this round's epochs; a promoted trial goes on from its parent's last epoch.
+            run_id, parent, note = self._continue(values, sample.architecture, epochs)
+            # A trial below the last round may be promoted: its checkpoint stays until its child has used it.
+            promotable = self._promotes() and epochs is not None and epochs < self.max_epochs
+            runner = self.trials.runner
+            keep, runner.keep_checkpoints = runner.keep_checkpoints, runner.keep_checkpoints or promotable
+            try:
+                record = self.trials.run(sample, number, values, epochs=epochs, run_id=run_id)
+            finally:
+                runner.keep_checkpoints = keep
         except HarnessError as exc:
             raise kt_errors.FatalError(str(exc)) from exc
+        if promotable and not keep and record.artifacts:
+            self._keep(str(Path(record.artifacts)), checkpoint_bytes(Path(record.artifacts)))
         if record.status == "complete" and record.val_auc is not None and math.isfinite(record.val_auc):
-            self._last = (record, "complete", "", started)
+            if parent is not None:  # its child has it now: the parent's checkpoint is no longer needed
+                start = int(values["continued_from"]["epoch"])
+                self.continued.append((int(record.epochs_run or 0), start))
+                if not keep:
+                    delete_checkpoints(Path(parent))
+                    self._keep(parent, 0)
+            self._last = (record, "complete", note, started)
             return {"val_auc": float(record.val_auc)}
         reason = record.error or "validation AUC is undefined (one class in the validation set?)"
         self._last = (record, "failed", reason, started)
         raise kt_errors.FailedTrialError(reason)
+
+    def _promotes(self) -> bool:
+        return self.algorithm == "hyperband" and CONTINUE_PROMOTED
+
+    def _continue(
+        self, values: dict[str, Any], architecture: str, epochs: int | None
+    ) -> tuple[str | None, str | None, str]:
+        """For a promoted trial (`tuner/trial_id` set): a run id whose folder holds its parent's checkpoint, the
+        parent's run folder, and the note its trial line gets; (None, None, note) trains it from scratch.
+
+        KerasTuner's own Hyperband reloads the parent's best epoch into a freshly compiled model; here the trial goes
+        on from the parent's last epoch with its optimiser state, so it equals the parent trained longer.
+        """
+        parent = values.get("tuner/trial_id")
+        if parent is None or not self._promotes() or self.trials is None:
+            return None, None, ""
+        runner = self.trials.runner
+        done = [r for r in runner.store.runs(study=self.study) if r.trial == int(parent) and r.status == "complete"]
+        if not done or not done[-1].artifacts:
+            return None, None, f"trained from scratch: trial #{int(parent)} has no complete run"
+        source, run_id = Path(done[-1].artifacts), new_run_id(architecture)
+        start = continue_from(source, runner.results_dir / "runs" / run_id)
+        if start is None or (epochs is not None and start >= epochs):
+            return None, None, f"trained from scratch: trial #{int(parent)} kept no checkpoint"
+        values["continued_from"] = {"trial": int(parent), "run": done[-1].run_id, "epoch": start}
+        return run_id, str(source), f"continued trial #{int(parent)} from epoch {start}"
+
+    def _keep(self, folder: str, size: int) -> None:
+        """Track the checkpoints kept for promotions (size 0: deleted) and the most they held at once."""
+        if size:
+            self._kept[folder] = size
+        else:
+            self._kept.pop(folder, None)
+        count, total = len(self._kept), sum(self._kept.values())
+        if total > self.peak_kept[1]:
+            self.peak_kept = (count, total)
+
+    def _tidy(self) -> None:
+        """Once the study has all its trials, no trial is promoted any more: delete the checkpoints kept for that
+        (unless --keep-checkpoints). A study stopped earlier (--timeout) keeps them for the rerun that continues it."""
+        if not self._promotes() or self.trials is None:
+            return
+        runner, console = self.trials.runner, self.trials.console
+        ended = self.counted() >= self.total
+        freed = 0
+        if ended and not runner.keep_checkpoints:
+            for record in runner.store.runs(study=self.study):
+                if record.status == "complete" and record.artifacts:
+                    freed += delete_checkpoints(Path(record.artifacts))
+        trained = sum(t for t, _ in self.continued)
+        skipped = sum(s for _, s in self.continued)
+        count, peak = self.peak_kept
+        line = (
+            f"hyperband: {len(self.continued)} promoted trials went on from their parents' checkpoints "
+            f"({trained} epochs trained, {skipped} not retrained); checkpoints kept for promotion: at most {count} "
+            f"at once, {peak / 1e6:.1f} MB"
+        )
+        if ended and not runner.keep_checkpoints:
+            line += f"; {freed / 1e6:.1f} MB deleted as the study ended"
+        elif not ended:
+            line += "; kept for the rerun that continues the study"
+        console.print(line, highlight=False)
 
     def after_trial(self, trial: keras_tuner.engine.trial.Trial) -> None:
         if self._last is not None and self.trials is not None:

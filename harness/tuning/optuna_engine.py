@@ -7,10 +7,13 @@ import math
 import time
 import warnings
 from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
 from typing import Any
 
 import optuna
 from optuna.storages import RDBStorage
+from optuna.storages._rdb import models
+from optuna.storages._rdb.storage import _create_scoped_session
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.exc import IntegrityError, ProgrammingError, SQLAlchemyError
 
@@ -56,11 +59,32 @@ class _DatabaseFailed(BaseException):
 
 class _Storage(RDBStorage):
     """Optuna's RDBStorage, but a heartbeat that cannot reach the database is skipped instead of killing its thread
-    with a traceback: the main thread meets the same silence, waits for it visibly and stops after the limit."""
+    with a traceback: the main thread meets the same silence, waits for it visibly and stops after the limit. And a
+    trial that never beat is stale too, once it is older than the grace period (see `_get_stale_trial_ids`)."""
 
     def record_heartbeat(self, trial_id: int) -> None:
         with contextlib.suppress(optuna.exceptions.StorageInternalError, SQLAlchemyError):
             super().record_heartbeat(trial_id)
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        """Optuna's stale trials (a heartbeat older than the grace period), and RUNNING trials with no heartbeat at
+        all that started longer ago than that: their process died between `study.ask()` and its first heartbeat, and
+        Optuna, which only looks at trials with a heartbeat row, would leave them RUNNING for ever (holding a slot).
+        Called by `optuna.storages.fail_stale_trials`, which marks them FAIL and re-queues them once."""
+        stale = super()._get_stale_trial_ids(study_id)
+        grace = self.grace_period if self.grace_period is not None else 2 * (self.heartbeat_interval or 0)
+        # Optuna stamps datetime_start with the asking machine's local clock (datetime.now()): read it the same way.
+        cutoff = datetime.now() - timedelta(seconds=grace)
+        trial, beat = models.TrialModel, models.TrialHeartbeatModel
+        with _create_scoped_session(self.scoped_session) as session:
+            beatless = (
+                session.query(trial.trial_id)
+                .outerjoin(beat, beat.trial_id == trial.trial_id)
+                .filter(trial.study_id == study_id, trial.state == TrialState.RUNNING)
+                .filter(beat.trial_heartbeat_id.is_(None), trial.datetime_start < cutoff)
+                .all()
+            )
+        return stale + [row.trial_id for row in beatless if row.trial_id not in stale]
 
 
 def _database_cause(exc: BaseException) -> BaseException | None:
@@ -96,8 +120,9 @@ class OptunaEngine:
     """One Optuna study, opened for one session of `harness search`.
 
     Resume and crashes: the study lives in RDBStorage on the workspace URL, with a heartbeat. A trial whose process
-    was killed stops beating; after the grace period any worker (or the next session) marks it FAIL, marks its run
-    failed in the run store (on any host: the trial names its run) and re-queues its parameters once. `--trials N`
+    was killed stops beating (or never beat, killed right after it was asked); after the grace period any worker (or
+    the next session) marks it FAIL, marks its run failed in the run store (on any host: the trial names its run) and
+    re-queues its parameters once. `--trials N`
     counts trials that reached an outcome: complete, pruned (including never-built invalid combinations) and failed
     runs; killed or interrupted trials do not count, so they are redone.
 

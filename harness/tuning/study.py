@@ -37,6 +37,7 @@ class SearchOptions:
     pruner: Any = None  # an optuna pruner to use instead of Hyperband (experiments and tests)
     open_only: bool = False  # validate, create or load the study, run no trial (`--workers` does this first)
     workers: int = 1  # local processes sharing --trials (Optuna only): see search.workers
+    keep_checkpoints: bool = False  # keep each finished trial's per-epoch checkpoint (training.checkpoint)
     given: dict[str, Any] = field(default_factory=dict)  # the study settings asked for, by flat name
 
     def __init__(
@@ -49,12 +50,13 @@ class SearchOptions:
         open_only: bool = False,
         workers: int = 1,
         given: dict[str, Any] | None = None,
+        keep_checkpoints: bool = False,
         **settings: Any,
     ) -> None:
         values = {**(given or {}), **settings}
         check_names(values, StudySettings.names())
         session = {"trials": trials, "study": study, "timeout_minutes": timeout_minutes, "progress": progress}
-        session |= {"pruner": pruner, "open_only": open_only, "workers": workers}
+        session |= {"pruner": pruner, "open_only": open_only, "workers": workers, "keep_checkpoints": keep_checkpoints}
         for name, value in session.items():
             object.__setattr__(self, name, value)
         object.__setattr__(self, "given", {k: v for k, v in values.items() if v is not None})
@@ -220,6 +222,7 @@ def run_search(workspace: Workspace, options: SearchOptions) -> SearchSummary:
         dataset = workspace.dataset(progress=options.progress)
         synthetic = dataset.synthetic
         runner = Runner(dataset, store, workspace.results, progress=options.progress, console=workspace.console)
+        runner.keep_checkpoints = options.keep_checkpoints
         space = with_compute_cap(entry.builder, settings.max_gmacs)
         trials = TrialRunner(runner, space, trials_widens(entry), settings, study, workspace.console)
         runner.overall = trials.clock = TrialClock(options.trials, engine.counted)  # ETA over the study's trials

@@ -14,12 +14,14 @@ import keras
 from rich.console import Console
 
 from harness.config import Origin, RunSpec
-from harness.runs import record_never_built
+from harness.runs import new_run_id, record_never_built
 from harness.store.runs import RunRecord
 from harness.terminal.progress import TrialClock
+from harness.training.callbacks import tensorboard_folder
 from harness.training.runner import Runner
 from harness.tuning.settings import StudySettings, reconcile  # noqa: F401 - reconcile: re-exported
 from harness.tuning.space import Sample, Suggest
+from harness.tuning.tensorboard_hparams import log_trial
 
 
 def resident_mb() -> float:
@@ -84,9 +86,15 @@ class TrialRunner:
     ) -> RunRecord:
         spec = self.spec(sample, number, epochs)
         params = {**hyperparameters, "derived": sample.derived} if sample.derived else dict(hyperparameters)
-        return self.runner.run(
-            spec, callbacks=callbacks, hyperparameters=params, pruned_exceptions=pruned_exceptions, run_id=run_id
-        )
+        run_id = run_id or new_run_id(spec.architecture)
+        try:
+            return self.runner.run(
+                spec, callbacks=callbacks, hyperparameters=params, pruned_exceptions=pruned_exceptions, run_id=run_id
+            )
+        finally:  # a pruned trial too: TensorBoard's HParams dashboard shows every trial that trained
+            if spec.training.tensorboard is not None:
+                root = tensorboard_folder(spec.training.tensorboard, self.runner.results_dir)
+                log_trial(root, self.runner.store, run_id, params, self.console)
 
     def record_invalid(self, number: int, hyperparameters: dict[str, Any], reason: str) -> RunRecord:
         """Store a trial whose combination must never be built as a pruned run that says why."""

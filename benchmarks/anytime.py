@@ -1,0 +1,219 @@
+"""Anytime benchmark (issue 13): the best public-test AUC each contender has reached after t minutes of wall clock.
+
+    python benchmarks/anytime.py --data /work/shared/datasets/pcam-sample --minutes 15 --out /tmp/anytime
+
+Three contenders, each the real `harness` command in a fresh process with its own results folder:
+  baselines  `harness run baselines`: the notebook's three models, optimisers and data protocol; its 10/30/30
+             epochs take hours on a CPU, so each model trains for a third of the clock (--time-limit), less 3 min;
+  widen      `harness search --space widen`: the notebook's family, wider and deeper;
+  modern     `harness search --space modern`: ResNet / CNN / small Keras backbones x recipe x stain augmentation.
+Each gets the same wall clock (data preparation, training and test predictions all count) and is stopped at the
+deadline; a run counts from the moment it was recorded complete. At every minute the curve shows the public-test
+AUC of the run that *validation* would pick (best val AUC so far), the honest figure, and the best public-test
+AUC among the finished runs (an oracle no user has). Then, on the runs each contender finished: TTA (8 dihedral
+views) on its picked run, and `harness ensemble` of its top 3 by val AUC. The labels (the sample's
+test_labels.csv) are used for scoring only. Writes anytime.csv, summary.md and anytime.png under --out; run
+contenders one after another on an otherwise idle machine (the load average is printed: compare under equal load).
+--extend continues each contender in the same folder (a search resumes its study) and appends the new minutes to
+its clock, so a 60-minute curve extends a 15-minute one without redoing it: `--minutes 45 --extend` after 15.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+# A search trial trains 3 epochs on a 6,000-image sample: about a minute on 2 cores, so an hour holds many trials.
+SEARCH = "--sample 6000 --epochs 3"
+CONTENDERS = {
+    "baselines": ["run", "baselines"],
+    "widen": ["search", "--space", "widen", "--study", "anytime-widen", "--trials", "500"],
+    "modern": ["search", "--space", "modern", "--study", "anytime-modern", "--trials", "500"],
+}
+
+
+def run_contender(name: str, data: Path, results: Path, minutes: float, search: str) -> dict:
+    """Run one contender until it ends or its deadline; its clock segment and the load average."""
+    results.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "harness", *CONTENDERS[name], "--data", str(data), "--results", str(results)]
+    if CONTENDERS[name][0] == "search":
+        command += [*search.split(), "--timeout", f"{minutes:g}"]  # stop starting trials at the deadline
+    else:  # the notebook's 10/30/30 epochs take hours here: each model gets an equal share of the clock instead
+        command += ["--time-limit", f"{max(1.0, (minutes - 3) / 3):.1f}"]  # 3 minutes for data and predictions
+    log = results / f"{name}.log"
+    started = dt.datetime.now(dt.timezone.utc)
+    load = os.getloadavg()[0]
+    print(f"{name}: {' '.join(command[2:])}  (load {load:.1f})", flush=True)
+    with log.open("a") as out:
+        process = subprocess.Popen([*command, "--no-progress"], stdout=out, stderr=subprocess.STDOUT)
+        try:
+            process.wait(timeout=minutes * 60)
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGINT)  # the harness records the interrupted run and exits
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+    ended = dt.datetime.now(dt.timezone.utc)
+    return {"contender": name, "started": started, "ended": ended, "load_start": load, "load_end": os.getloadavg()[0]}
+
+
+def contender_minutes(when: dt.datetime, segments: pd.DataFrame) -> float:
+    """Minutes of the contender's own clock at `when`: earlier segments' lengths plus the time into this one."""
+    clock = 0.0
+    for segment in segments.itertuples():
+        if when <= segment.ended:
+            return clock + max(0.0, (when - segment.started).total_seconds() / 60)
+        clock += (segment.ended - segment.started).total_seconds() / 60
+    return clock
+
+
+def finished_runs(name: str, data: Path, results: Path, holdout: Path, segments: pd.DataFrame) -> pd.DataFrame:
+    """The contender's complete runs: minutes of its clock at completion, val AUC and public-test AUC."""
+    import harness
+    from harness.store.runs import RunStore, default_storage
+
+    frame = harness.leaderboard(data=data, results=results, holdout=holdout, all=True, by="val_auc")
+    if frame.empty:  # nothing finished (see the contender's log under its results folder)
+        return pd.DataFrame(columns=["contender", "run", "architecture", "minutes", "val_auc", "holdout_auc"])
+    frame = frame[(frame["status"] == "complete") & (frame["origin"] != "ensemble")]  # not the blends made below
+    done = {r.run_id: r.updated_at for r in RunStore(default_storage(results)).runs()}
+    utc = dt.timezone.utc
+    ends = [contender_minutes(done[run].replace(tzinfo=utc), segments) for run in frame["run"]]
+    out = frame.assign(contender=name, minutes=ends)[
+        ["contender", "run", "architecture", "minutes", "val_auc", "holdout_auc", "parameters"]
+    ]
+    return out.sort_values("minutes").reset_index(drop=True)
+
+
+def curve(runs: pd.DataFrame, minutes: float) -> pd.DataFrame:
+    """A step at each completion: the public-test AUC of the run validation picks so far, and the oracle's best."""
+    rows = [{"minute": 0.0, "picked_holdout_auc": None, "oracle_holdout_auc": None, "runs": 0}]
+    for i, end in enumerate(runs["minutes"]):
+        seen = runs.iloc[: i + 1]
+        picked = seen.loc[seen["val_auc"].astype(float).idxmax()]
+        best = float(seen["holdout_auc"].max())
+        rows.append({"minute": end, "picked_holdout_auc": float(picked["holdout_auc"]), "oracle_holdout_auc": best})
+        rows[-1]["runs"] = i + 1
+    rows.append({**rows[-1], "minute": max(minutes, rows[-1]["minute"])})  # the curve runs on to the deadline
+    return pd.DataFrame(rows)
+
+
+def at_minute(steps: pd.DataFrame, t: float) -> float | None:
+    """The curve's value at minute t (the last step at or before it)."""
+    before = steps[steps["minute"] <= t]
+    return None if before.empty else before["picked_holdout_auc"].iloc[-1]
+
+
+def on_top(runs: pd.DataFrame, data: Path, results: Path, holdout: Path) -> dict:
+    """TTA 8 on the picked run, and an ensemble of the top 3 by val AUC: their public-test AUCs and seconds."""
+    from sklearn.metrics import roc_auc_score
+
+    import harness
+    from harness.ranking.submission import parse_submission
+
+    truth = pd.read_csv(holdout).set_index("id")["label"]
+
+    def score(path: Path) -> float:
+        submission = parse_submission(path, max_rows=10**7).set_index("id")["label"]
+        return float(roc_auc_score(truth.loc[submission.index], submission))
+
+    picked = runs.loc[runs["val_auc"].astype(float).idxmax()]
+    start = time.perf_counter()
+    tta = harness.predict(
+        results / "runs" / picked["run"] / "model.keras", tta=8, out=results / "tta8.csv", data=data, results=results
+    )
+    tta_seconds = time.perf_counter() - start
+    summary = {"picked": picked["run"], "picked_holdout_auc": float(picked["holdout_auc"])}
+    summary |= {"tta8_holdout_auc": score(tta), "tta8_seconds": tta_seconds}
+    if len(runs) >= 2:
+        start = time.perf_counter()
+        blend = harness.ensemble(top=3, by="val_auc", data=data, results=results)
+        summary |= {
+            "ensemble_holdout_auc": score(Path(blend.record.submission)),
+            "ensemble_members": str(len(blend.members)),
+            "ensemble_seconds": time.perf_counter() - start,
+        }
+    return summary
+
+
+def plot(curves: pd.DataFrame, path: Path, minutes: float) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
+    colors = {"baselines": "#7f7f7f", "widen": "#1f77b4", "modern": "#d62728"}
+    for name, frame in curves.groupby("contender", sort=False):
+        color = colors.get(str(name), "#2ca02c")
+        ax.step(frame["minute"], frame["picked_holdout_auc"], where="post", color=color, label=f"{name} (val picks)")
+        ax.step(frame["minute"], frame["oracle_holdout_auc"], where="post", color=color, ls=":", alpha=0.6)
+    ax.set(xlabel="wall-clock minutes (2 CPU cores)", ylabel="public-test ROC AUC", xlim=(0, minutes))
+    ax.set_title("Public-test AUC of the run validation picks\n(dotted: the best finished run, an oracle)", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def markdown(frame: pd.DataFrame) -> str:
+    """A Markdown table (no tabulate dependency): floats to 4 places."""
+    cells = frame.map(lambda v: f"{v:.4f}" if isinstance(v, float) else ("" if v is None else str(v)))
+    lines = ["| " + " | ".join(frame.columns) + " |", "|" + " --- |" * len(frame.columns)]
+    lines += ["| " + " | ".join(row) + " |" for row in cells.astype(str).values.tolist()]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", type=Path, required=True, help="a Kaggle-layout folder with test_labels.csv")
+    parser.add_argument("--minutes", type=float, default=15, help="wall clock per contender")
+    parser.add_argument("--contenders", default="baselines,widen,modern")
+    parser.add_argument("--out", type=Path, default=Path("results/anytime"))
+    parser.add_argument("--search-args", default=SEARCH, help=f"a search trial's budget (default {SEARCH!r})")
+    parser.add_argument("--extend", action="store_true", help="continue each contender's clock and study in --out")
+    parser.add_argument("--score-only", action="store_true", help="do not train: score what --out already holds")
+    args = parser.parse_args()
+    holdout = args.data / "test_labels.csv"
+    names = args.contenders.split(",")
+    segments_file = args.out / "segments.csv"
+    before = pd.read_csv(segments_file) if (args.extend or args.score_only) and segments_file.exists() else None
+    if not args.score_only:
+        new = pd.DataFrame([run_contender(n, args.data, args.out / n, args.minutes, args.search_args) for n in names])
+        both = new if before is None else pd.concat([before, new])
+        both.to_csv(segments_file, index=False)
+    segments = pd.read_csv(segments_file, parse_dates=["started", "ended"])
+    curves, rows = [], []
+    for name in names:
+        mine = segments[segments["contender"] == name].sort_values("started")
+        total = sum((mine["ended"] - mine["started"]).dt.total_seconds()) / 60
+        runs = finished_runs(name, args.data, args.out / name, holdout, mine)
+        runs.to_csv(args.out / f"{name}-runs.csv", index=False)
+        curves.append(curve(runs, total).assign(contender=name))
+        row = {"contender": name, "minutes": total, "runs": len(runs), "load": mine["load_end"].max()}
+        for mark in (15, 30, 60):
+            if mark <= total + 0.5:
+                row[f"picked@{mark}"] = at_minute(curves[-1], mark)
+        if len(runs):
+            row |= on_top(runs, args.data, args.out / name, holdout)
+        rows.append(row)
+        print(pd.Series(row).to_string(), flush=True)
+    frame = pd.concat(curves)
+    frame.to_csv(args.out / "anytime.csv", index=False)
+    (args.out / "summary.md").write_text(markdown(pd.DataFrame(rows)))
+    plot(frame, args.out / "anytime.png", frame["minute"].max())
+    print((args.out / "summary.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
