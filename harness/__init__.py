@@ -11,15 +11,39 @@ The Python API, the layer the `harness` command shares (see harness.api)::
 
 from __future__ import annotations
 
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-# Installed, `harness.architectures` and `harness.search_spaces` are real subpackages (pyproject's package-dir).
-# Imported straight from a source checkout (the repository on sys.path, e.g. `python -m harness` in the clone), they
-# are the top-level plug-in folders beside this package: let the package's path reach them there.
+
+class _CheckoutPlugins(importlib.abc.MetaPathFinder):
+    """Installed, `harness.architectures` and `harness.search_spaces` are real subpackages (pyproject's
+    package-dir). Imported straight from a source checkout (the clone on sys.path, e.g. `python -m harness` in it,
+    with no install or an editable one whose hook is absent), they are the top-level plug-in folders beside this
+    package: this finder, last on sys.meta_path, maps those two names there and nothing else."""
+
+    def __init__(self, folders: dict[str, Path]) -> None:
+        self.folders = folders
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> importlib.machinery.ModuleSpec | None:
+        folder = self.folders.get(name)
+        if folder is None:
+            return None
+        return importlib.util.spec_from_file_location(
+            name, folder / "__init__.py", submodule_search_locations=[str(folder)]
+        )
+
+
 _CHECKOUT = Path(__file__).resolve().parent.parent
-if not Path(__file__).with_name("architectures").is_dir() and (_CHECKOUT / "architectures" / "__init__.py").is_file():
-    __path__.append(str(_CHECKOUT))
+_FROM_SOURCE = not Path(__file__).with_name("architectures").is_dir()
+_REGISTERED = any(isinstance(finder, _CheckoutPlugins) for finder in sys.meta_path)
+if _FROM_SOURCE and not _REGISTERED and (_CHECKOUT / "architectures" / "__init__.py").is_file():
+    sys.meta_path.append(
+        _CheckoutPlugins({f"harness.{name}": _CHECKOUT / name for name in ("architectures", "search_spaces")})
+    )
 
 __version__ = "0.1.0"
 

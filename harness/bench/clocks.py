@@ -4,9 +4,9 @@
 from __future__ import annotations
 
 import math
-import os
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -81,23 +81,36 @@ class Process:
     """A finished command timed as a whole: start-up and imports included, as a user's shell sees it."""
 
     seconds: float
-    peak_rss: int  # bytes: the child's own high-water mark, from its rusage
+    peak_rss: int  # bytes: the command's own high-water mark (at least the launcher's ~8 MiB)
 
     @property
     def peak_gib(self) -> float:
         return self.peak_rss / 2**30
 
 
+# Linux's ru_maxrss of a child counts the pages it had between fork and exec: the image of the process that forked
+# it (a bench with Keras loaded: 3 GiB for a 56 MB command). So a bare interpreter (-I -S: ~8 MiB) spawns the
+# command, waits for it and prints its rusage; the command's peak is then exact above the launcher's own size.
+_LAUNCHER = """
+import os, sys, time
+start = time.perf_counter()
+pid = os.posix_spawnp(sys.argv[1], sys.argv[1:], os.environ,
+                      file_actions=[(os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0)])
+_, status, usage = os.wait4(pid, 0)
+print(os.waitstatus_to_exitcode(status), repr(time.perf_counter() - start), usage.ru_maxrss)
+"""
+
+
 def whole_process(command: Sequence[str], what: str, cwd: Path | None = None) -> Process:
     """Run `command` in a new process (stdout discarded) and time it; a failure raises with its last error line."""
+    launcher = [sys.executable, "-I", "-S", "-c", _LAUNCHER, *command]
     with tempfile.TemporaryFile() as errors:
-        start = time.perf_counter()
-        process = subprocess.Popen(list(command), stdout=subprocess.DEVNULL, stderr=errors, cwd=cwd)
-        _, status, usage = os.wait4(process.pid, 0)  # this child's own rusage: its peak RSS
-        seconds = time.perf_counter() - start
-        process.returncode = os.waitstatus_to_exitcode(status)
+        done = subprocess.run(launcher, stdout=subprocess.PIPE, stderr=errors, cwd=cwd, check=False)
         errors.seek(0)
         error = errors.read().decode(errors="replace").strip().splitlines()
-    if process.returncode != 0:
-        raise HarnessError(f"{what} failed ({process.returncode}): {error[-1] if error else ''}")
-    return Process(seconds, usage.ru_maxrss * 1024)  # Linux reports KiB
+    if done.returncode != 0:  # the launcher itself failed: the command could not start
+        raise HarnessError(f"{what} could not start: {error[-1] if error else done.returncode}")
+    code, seconds, max_rss = done.stdout.split()
+    if int(code) != 0:
+        raise HarnessError(f"{what} failed ({int(code)}): {error[-1] if error else ''}")
+    return Process(float(seconds), int(max_rss) * 1024)  # Linux reports KiB

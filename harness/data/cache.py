@@ -10,6 +10,7 @@ import os
 import shutil
 import socket
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -28,6 +29,9 @@ TMP_PREFIX = ".tmp-"  # a folder a build works in; `harness clean` removes those
 # What a cache holds besides its pixels and ids: .npy headers, digests and labels are counted, this is the rest
 # (meta.json with the quality report) and the file system's rounding up to whole blocks.
 _CACHE_SLACK = 64 << 10
+# Slices of a prefetch: POSIX_FADV_WILLNEED reads at most the device's readahead window a call (one call over a
+# whole 553 MB cache read 2% of it), so it is asked for in slices no larger than the smallest usual window.
+PREFETCH_SLICE = 128 << 10
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +59,9 @@ def cache_root(cache_dir: str | Path) -> Path:
     return root
 
 
-def open_cache(final: Path, folder: Folder) -> tuple[ImageSet, ImageSet, QualityReport] | None:
-    """Open a finished cache of `folder`, or return None when there is none or it does not match."""
+def open_cache(final: Path, folder: Folder, prefetch: bool = False) -> tuple[ImageSet, ImageSet, QualityReport] | None:
+    """Open a finished cache of `folder`, or return None when there is none or it does not match. `prefetch`: the
+    caller reads the pixels, so the kernel reads what is not in memory in the background (see `start_prefetch`)."""
     try:
         meta = json.loads((final / "meta.json").read_text())
         if meta.get("fingerprint") != folder.fingerprint or meta.get("format") != CACHE_FORMAT:
@@ -70,9 +75,59 @@ def open_cache(final: Path, folder: Folder) -> tuple[ImageSet, ImageSet, Quality
             if cached_ids.tolist() != ids or images.shape != (len(ids), *IMAGE_SHAPE) or len(digests) != len(ids):
                 return None
             sets.append(ImageSet(ids=cached_ids, images=images, labels=labels, digests=digests))
+        if prefetch:
+            start_prefetch([final / "train_images.npy", final / "test_images.npy"])
         return sets[0], sets[1], QualityReport.from_dict(meta["report"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def memory_available() -> int:
+    """Bytes the page cache could hold for us now: MemAvailable (free plus reclaimable), else physical memory."""
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return 1 << 62  # unknown: as if everything fits
+
+
+def start_prefetch(paths: list[Path]) -> threading.Thread | None:
+    """Read `paths` into the page cache on a background thread when they fit in memory; a no-op for pages already
+    there. A cache evicted since it was written (or written past the page cache) then feeds its first epoch from
+    memory sooner than from page faults at random offsets: 553 MB in 0.3-0.5 s; one epoch of the 20,000-image
+    sample, shuffled, right after the open, 28,000 -> 37,000 images/s. A cache larger than memory is left alone:
+    reading it all would evict its own first pages."""
+    try:
+        total = sum(p.stat().st_size for p in paths)
+    except OSError:
+        return None
+    if not hasattr(os, "posix_fadvise") or total > memory_available():
+        return None
+    thread = threading.Thread(target=_prefetch, args=(paths,), name="harness-cache-prefetch", daemon=True)
+    thread.start()
+    return thread
+
+
+def _prefetch(paths: list[Path]) -> None:
+    for path in paths:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            continue  # a cache replaced meanwhile: nothing to warm
+        try:
+            size = os.fstat(fd).st_size
+            for offset in range(0, size, PREFETCH_SLICE):  # the kernel queues the reads: each call returns at once
+                os.posix_fadvise(fd, offset, PREFETCH_SLICE, os.POSIX_FADV_WILLNEED)
+        except OSError:
+            pass  # only a hint: the reads then fault the pages in as before
+        finally:
+            os.close(fd)
 
 
 def build_cache(

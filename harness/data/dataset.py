@@ -57,11 +57,11 @@ def load_dataset(
     folder = survey(data_dir)
     root = cache_root(cache_dir)
     final = root / folder.fingerprint
-    cached = open_cache(final, folder)
+    cached = open_cache(final, folder, prefetch=page_cache)  # page_cache=False: the caller reads no pixel
     from_cache = cached is not None
     if cached is None:
         build_cache(root, final, folder, progress, workers or default_workers(), page_cache=page_cache)
-        cached = open_cache(final, folder)
+        cached = open_cache(final, folder, prefetch=page_cache)
         if cached is None:
             raise HarnessError(f"cache {final} could not be read back after building it")
     train, test, report = cached

@@ -9,6 +9,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from harness.backend import fused_elementwise
 from harness.data import IMAGE_SHAPE
 from harness.errors import HarnessError, one_line
 from harness.ranking.submission import build_submission, write_submission
@@ -142,9 +143,10 @@ def predict_submission(model_path: Path, workspace: Workspace, out: Path, tta: i
         workspace.data = run_data_folder(model_path, workspace)
     dataset = workspace.dataset(progress=False)
     try:
-        probabilities = predict_probabilities(
-            model, dataset.test.images, np.arange(len(dataset.test)), tta=tta, two_class_softmax=True
-        )
+        with fused_elementwise():  # TensorFlow: XLA fuses the element-wise ops oneDNN leaves unfused (PReLU)
+            probabilities = predict_probabilities(
+                model, dataset.test.images, np.arange(len(dataset.test)), tta=tta, two_class_softmax=True
+            )
     except HarnessError as exc:  # an output that its declared shape did not give away
         raise HarnessError(f"{model_path}: {exc}") from None
     submission = build_submission(list(dataset.test.ids), probabilities, dataset.submission_ids)

@@ -3,6 +3,7 @@ same model, with each model's arithmetic rate set against the machine's float32 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from typing import TYPE_CHECKING, Any
@@ -17,7 +18,12 @@ if TYPE_CHECKING:
     from harness.bench.stages import Bench
     from harness.data import Dataset
 
-KNOBS = (("mixed_bfloat16", "mixed_bfloat16", False), ("XLA (jit_compile)", "float32", True))
+# (label, precision, jit_compile, XLA-fused element-wise ops): the default fuses them (backend.fused_elementwise)
+KNOBS = (
+    ("mixed_bfloat16", "mixed_bfloat16", False, True),
+    ("XLA (jit_compile)", "float32", True, False),
+    ("the TF graph alone (no XLA fusion)", "float32", False, False),
+)
 
 
 def run(bench: Bench) -> None:
@@ -27,6 +33,7 @@ def run(bench: Bench) -> None:
 
 
 def _predict_model(bench: Bench, name: str, dataset: Dataset) -> None:
+    from harness.backend import fused_elementwise
     from harness.bench.seed_way import predict as seed_predict
     from harness.bench.seed_way import test_generator
     from harness.cost import architecture_cost
@@ -45,9 +52,10 @@ def _predict_model(bench: Bench, name: str, dataset: Dataset) -> None:
     core = build_core(name)
     ours = with_input_pipeline(core)  # shares the core's weights: both ways run the very same model
 
-    def ours_once(model: Any) -> tuple[float, np.ndarray]:
+    def ours_once(model: Any, fused: bool = True) -> tuple[float, np.ndarray]:
         start = time.perf_counter()
-        probs = predict_probabilities(model, dataset.test.images, index, options.predict_batch_size)
+        with fused_elementwise() if fused else contextlib.nullcontext():  # as `harness predict` runs it
+            probs = predict_probabilities(model, dataset.test.images, index, options.predict_batch_size)
         return time.perf_counter() - start, probs
 
     seed_predict(core, test_generator(folder / "test", files[:2]))  # trace once, as ours below
@@ -83,12 +91,12 @@ def _predict_model(bench: Bench, name: str, dataset: Dataset) -> None:
     )
     if not options.knobs:
         return
-    for label, precision, jit in KNOBS:
+    for label, precision, jit, fused in KNOBS:
         model = with_input_pipeline(build_core(name, precision))
         model.set_weights(ours.get_weights())
         model.compile(jit_compile=jit)
-        ours_once(model)
-        times, probs = zip(*[ours_once(model) for _ in range(options.repeats)], strict=True)
+        ours_once(model, fused)
+        times, probs = zip(*[ours_once(model, fused) for _ in range(options.repeats)], strict=True)
         rate = n / median(list(times))
         bench.result.rows.append(
             Row(
