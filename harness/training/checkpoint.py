@@ -146,23 +146,27 @@ def _number(value: Any) -> Any:
     return value
 
 
+def _checkpoints(folder: Path) -> list[Path]:
+    """Every fit's checkpoint folder under a run's folder (folds have one each)."""
+    return [p for p in [Path(folder) / CHECKPOINT, *sorted(Path(folder).glob(f"fold*/{CHECKPOINT}"))] if p.is_dir()]
+
+
+def _bytes(found: Path) -> int:
+    return sum(f.stat().st_size for f in found.rglob("*") if f.is_file())
+
+
 def delete_checkpoints(folder: Path) -> int:
-    """Remove every fit's checkpoint under a run's folder (folds have one each); the bytes freed."""
+    """Remove every fit's checkpoint under a run's folder; the bytes freed."""
     freed = 0
-    for found in [Path(folder) / CHECKPOINT, *Path(folder).glob(f"fold*/{CHECKPOINT}")]:
-        if found.is_dir():
-            freed += sum(f.stat().st_size for f in found.rglob("*") if f.is_file())
-            shutil.rmtree(found, ignore_errors=True)
+    for found in _checkpoints(folder):
+        freed += _bytes(found)
+        shutil.rmtree(found, ignore_errors=True)
     return freed
 
 
 def checkpoint_bytes(folder: Path) -> int:
     """The bytes of every fit's checkpoint under a run's folder."""
-    return sum(f.stat().st_size for found in _checkpoints(folder) for f in found.rglob("*") if f.is_file())
-
-
-def _checkpoints(folder: Path) -> list[Path]:
-    return [p for p in [Path(folder) / CHECKPOINT, *sorted(Path(folder).glob(f"fold*/{CHECKPOINT}"))] if p.is_dir()]
+    return sum(_bytes(found) for found in _checkpoints(folder))
 
 
 def continue_from(parent: Path, child: Path) -> int | None:
@@ -192,4 +196,4 @@ def continue_from(parent: Path, child: Path) -> int | None:
 
 def has_checkpoint(folder: Path) -> bool:
     """Whether any fit of the run in `folder` completed an epoch (its state names one)."""
-    return any((p / STATE).exists() for p in [Path(folder) / CHECKPOINT, *Path(folder).glob(f"fold*/{CHECKPOINT}")])
+    return any((p / STATE).exists() for p in _checkpoints(folder))
