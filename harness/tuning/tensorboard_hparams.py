@@ -22,8 +22,8 @@ def missing() -> str | None:
     """Why the HParams summaries cannot be written here, or None. They are protocol buffers written with
     tensorboard's own event writer, so they need the tensorboard package but not TensorFlow."""
     try:
-        from tensorboard.plugins.hparams import metadata, summary_v2  # type: ignore[import-untyped]  # noqa: F401
-        from tensorboard.summary.writer.event_file_writer import EventFileWriter  # type: ignore[import-untyped]  # noqa: F401
+        from tensorboard.plugins.hparams import metadata, summary_v2  # noqa: F401
+        from tensorboard.summary.writer.event_file_writer import EventFileWriter  # noqa: F401
     except ImportError as exc:
         return f"tensorboard's HParams plugin is not importable ({exc})"
     return None
@@ -68,9 +68,9 @@ def log_trial(
 
 
 def _write(folder: Path, record: RunRecord, hparams: dict[str, bool | int | float | str]) -> None:
-    from tensorboard.compat.proto import event_pb2, summary_pb2  # type: ignore[import-untyped]
-    from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2, summary_v2  # type: ignore[import-untyped]
-    from tensorboard.summary.writer.event_file_writer import EventFileWriter  # type: ignore[import-untyped]
+    from tensorboard.compat.proto import event_pb2, summary_pb2
+    from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2, summary_v2
+    from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
     started = record.created_at.timestamp()
     summaries = [summary_v2.hparams_pb(hparams, trial_id=record.run_id, start_time_secs=started)]
