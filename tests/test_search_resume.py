@@ -127,7 +127,7 @@ def test_a_trial_that_never_beat_is_failed_after_the_grace_period_with_its_run(t
     store.start("ghost-run", architecture="cnn", origin="search", spec={}, study="ghosts", trial=0)
     now = dt.datetime.now()
     # Its process died between ask and the first heartbeat, 5 minutes ago (its run was recorded: a first heartbeat
-    # that could not reach the database is skipped, see _Storage.record_heartbeat).
+    # that could not reach the database is skipped, see optuna_storage._Storage.record_heartbeat).
     ghost = _add_running_trial(study, now - dt.timedelta(minutes=5), run_id="ghost-run")
     young = _add_running_trial(study, now)  # just asked: its heartbeat thread is about to start
     beating = _add_running_trial(study, now - dt.timedelta(minutes=5))  # a long trial of a live worker

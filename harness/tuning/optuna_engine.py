@@ -7,31 +7,18 @@ import math
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from datetime import datetime, timedelta
 from typing import Any
 
 import optuna
-from optuna.storages import RDBStorage
-from optuna.storages._rdb import models
-from optuna.storages._rdb.storage import _create_scoped_session
 from optuna.trial import FrozenTrial, TrialState
-from sqlalchemy.exc import IntegrityError, ProgrammingError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 
 from harness.errors import HarnessError
-from harness.store.database import (
-    engine_connect_args,
-    engine_url,
-    env_seconds,
-    first_line,
-    open_error,
-    parse,
-    prepare_postgres,
-    redact,
-    wait_for_reconnects,
-)
+from harness.store.database import env_seconds, first_line
 from harness.store.runs import RunRecord, RunStore, StoreUnavailable
 from harness.training.runner import new_run_id
 from harness.tuning.optuna_pruning import OptunaPruning
+from harness.tuning.optuna_storage import database_cause, open_storage
 from harness.tuning.space import InvalidConfiguration
 from harness.tuning.study_lock import StudyLock
 from harness.tuning.trials import TrialRunner
@@ -55,58 +42,6 @@ class _DatabaseFailed(BaseException):
     """Raised out of a trial whose database stopped answering: a BaseException, so that Optuna does not try to record
     the trial in the database it just lost. The trial stays RUNNING and its heartbeat stops: the study's own recovery
     (a stale heartbeat, then one retry) takes it over when the study resumes."""
-
-
-class _Storage(RDBStorage):
-    """Optuna's RDBStorage, but a heartbeat that cannot reach the database is skipped instead of killing its thread
-    with a traceback: the main thread meets the same silence, waits for it visibly and stops after the limit. And a
-    trial that never beat is stale too, once it is older than the grace period (see `_get_stale_trial_ids`)."""
-
-    def record_heartbeat(self, trial_id: int) -> None:
-        with contextlib.suppress(optuna.exceptions.StorageInternalError, SQLAlchemyError):
-            super().record_heartbeat(trial_id)
-
-    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
-        """Optuna's stale trials (a heartbeat older than the grace period), and RUNNING trials with no heartbeat at
-        all that started longer ago than that: their process died between `study.ask()` and its first heartbeat, and
-        Optuna, which only looks at trials with a heartbeat row, would leave them RUNNING for ever (holding a slot).
-        Called by `optuna.storages.fail_stale_trials`, which marks them FAIL and re-queues them once."""
-        stale = super()._get_stale_trial_ids(study_id)
-        grace = self.grace_period if self.grace_period is not None else 2 * (self.heartbeat_interval or 0)
-        # Optuna stamps datetime_start with the asking machine's local clock (datetime.now()): read it the same way.
-        cutoff = datetime.now() - timedelta(seconds=grace)
-        trial, beat = models.TrialModel, models.TrialHeartbeatModel
-        with _create_scoped_session(self.scoped_session) as session:
-            beatless = (
-                session.query(trial.trial_id)
-                .outerjoin(beat, beat.trial_id == trial.trial_id)
-                .filter(trial.study_id == study_id, trial.state == TrialState.RUNNING)
-                .filter(beat.trial_heartbeat_id.is_(None), trial.datetime_start < cutoff)
-                .all()
-            )
-        return stale + [row.trial_id for row in beatless if row.trial_id not in stale]
-
-
-def _database_cause(exc: BaseException) -> BaseException | None:
-    """The database failure behind an exception, following its chain (Optuna wraps and re-raises while it fails)."""
-    found: BaseException | None = None
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, StoreUnavailable):
-            return current
-        if found is None and isinstance(current, SQLAlchemyError):
-            found = current
-        current = current.__cause__ or current.__context__
-    return found
-
-
-def _retry_stale_trials_once() -> dict[str, Any]:
-    """Re-queue a dead process's trial once (the callback's name changed in Optuna 4.9)."""
-    if hasattr(optuna.storages, "RetryHeartbeatStaleTrialCallback"):
-        return {"heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)}
-    return {"failed_trial_callback": optuna.storages.RetryFailedTrialCallback(max_retry=1)}
 
 
 def counts_toward_total(trial: FrozenTrial) -> bool:
@@ -138,31 +73,9 @@ class OptunaEngine:
         optuna.logging.set_verbosity(optuna.logging.ERROR)  # the engine prints one line per trial itself
         self.heartbeat = env_seconds(ENV_HEARTBEAT, HEARTBEAT_SECONDS)
         self.grace = env_seconds(ENV_GRACE, GRACE_SECONDS)
-        postgres = parse(storage_url).get_backend_name() == "postgresql"
-        for attempt in range(3):
-            try:
-                if postgres:
-                    prepare_postgres()  # bounded waits on the server, as for the run store
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                    self.storage = _Storage(
-                        engine_url(storage_url),
-                        engine_kwargs={"connect_args": engine_connect_args(storage_url), "pool_pre_ping": True},
-                        heartbeat_interval=self.heartbeat,
-                        grace_period=self.grace,
-                        **_retry_stale_trials_once(),
-                    )
-                break
-            except (SQLAlchemyError, ModuleNotFoundError, RuntimeError, ValueError) as exc:
-                # Workers starting together on a new database race to create Optuna's tables: try again.
-                if attempt < 2 and isinstance(exc, (IntegrityError, ProgrammingError)):
-                    time.sleep(0.5)
-                    continue
-                reason = open_error(storage_url, exc)
-                raise HarnessError(f"cannot open Optuna storage at {redact(storage_url)}: {reason}") from None
-        if postgres:
-            wait_for_reconnects(self.storage.engine, connected=True)  # it connected to make its tables
+        self.storage = open_storage(storage_url, self.heartbeat, self.grace)
         self.study: optuna.Study | None = None
+        self.first: dict[str, Any] | None = None
 
     @contextlib.contextmanager
     def _database(self) -> Iterator[None]:
@@ -172,7 +85,7 @@ class OptunaEngine:
         except _DatabaseFailed as exc:
             raise HarnessError(str(exc)) from None
         except Exception as exc:
-            cause = _database_cause(exc)
+            cause = database_cause(exc)
             if cause is None:
                 raise
             raise HarnessError(self._lost(cause)) from None
@@ -196,8 +109,12 @@ class OptunaEngine:
             raise HarnessError(f"Optuna study {self.study_name!r} was not started by harness search; name another")
         return stored
 
-    def open(self, settings: dict[str, Any], space: object = None, total: int = 0) -> int:
-        """Create or load the study; fail the trials of dead processes; return how many trials count already."""
+    def open(
+        self, settings: dict[str, Any], space: object = None, total: int = 0, first: dict[str, Any] | None = None
+    ) -> int:
+        """Create or load the study (a new one tries `first` as its first trial); fail the trials of dead processes;
+        return how many trials count already."""
+        self.first = first
         with self._database():
             self.study = optuna.create_study(
                 study_name=self.study_name, storage=self.storage, direction="maximize", load_if_exists=True
@@ -263,6 +180,8 @@ class OptunaEngine:
                     if done >= total:
                         raise _StudyFull
                     if done + running < total:
+                        if not now and self.first is not None:  # under the lock: one worker queues it, once
+                            study.enqueue_trial(self.first)
                         # Seeded by the new trial's number, unique under the lock: workers never replay each
                         # other's random samples, and a resumed study does not replay its own.
                         study.sampler = _sampler(seed, len(now))
@@ -292,7 +211,7 @@ class OptunaEngine:
             try:
                 return trial_outcome(trial)
             except (StoreUnavailable, optuna.exceptions.StorageInternalError, SQLAlchemyError) as exc:
-                raise _DatabaseFailed(self._lost(_database_cause(exc) or exc)) from None
+                raise _DatabaseFailed(self._lost(database_cause(exc) or exc)) from None
 
         def trial_outcome(trial: optuna.Trial) -> float:
             state.clear()
