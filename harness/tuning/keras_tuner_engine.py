@@ -19,7 +19,7 @@ from harness.errors import HarnessError
 from harness.runs import new_run_id
 from harness.store.runs import RunRecord
 from harness.training.checkpoint import checkpoint_bytes, continue_from, delete_checkpoints
-from harness.tuning.space import InvalidConfiguration, KerasTunerSuggest, SpaceFunction, declare
+from harness.tuning.space import InvalidConfiguration, KerasTunerSuggest, SpaceFunction, declare, keras_tuner_values
 from harness.tuning.trials import TrialRunner
 
 ALGORITHMS = ("hyperband", "bayesian", "random")
@@ -76,6 +76,21 @@ class HarnessTuner(keras_tuner.Tuner):
         promote, keeps its checkpoint: see KerasTunerEngine.run_one)."""
 
 
+def _start_with(oracle: keras_tuner.Oracle, first: dict[str, Any]) -> None:
+    """Make a new project's first trial `first`, whatever the oracle: its own proposal (with Hyperband's round
+    bookkeeping) is kept and the space's values are overridden; later trials are the oracle's own."""
+    propose = oracle.populate_space
+
+    def populate_space(trial_id: str) -> dict[str, Any]:
+        response = propose(trial_id)
+        if not oracle.trials and response.get("status") == keras_tuner.engine.trial.TrialStatus.RUNNING:
+            values = {**response["values"], **keras_tuner_values(first, oracle.hyperparameters)}
+            response = {**response, "values": values}
+        return response
+
+    oracle.populate_space = populate_space  # type: ignore[method-assign]
+
+
 class KerasTunerEngine:
     """One KerasTuner project, opened for one session of `harness search`.
 
@@ -114,8 +129,10 @@ class KerasTunerEngine:
         except (OSError, ValueError) as exc:
             raise HarnessError(f"{path}: unreadable study settings ({exc}); move the folder aside") from None
 
-    def open(self, settings: dict[str, Any], space: SpaceFunction, total: int) -> int:
-        """Create or reload the project; return how many trials have already ended."""
+    def open(
+        self, settings: dict[str, Any], space: SpaceFunction, total: int, first: dict[str, Any] | None = None
+    ) -> int:
+        """Create or reload the project (a new one tries `first` as its first trial); return the trials ended."""
         if not (self.project / SETTINGS_FILE).is_file():
             write_text(self.project / SETTINGS_FILE, json.dumps(settings, indent=2))
         self.max_epochs, self.total = int(settings["epochs"]), total
@@ -140,6 +157,8 @@ class KerasTunerEngine:
                 self.tuner = HarnessTuner(self, oracle, space)
             except (RuntimeError, ValueError, KeyError) as exc:
                 raise HarnessError(f"cannot reload KerasTuner project {self.project}: {exc}") from None
+        if first is not None:
+            _start_with(self.tuner.oracle, first)
         return self.counted()
 
     def counted(self) -> int:
@@ -174,13 +193,16 @@ class KerasTunerEngine:
         number = int(trial.trial_id)
         values = {k: v for k, v in hp.values.items()}
         epochs = hp.values.get("tuner/epochs")
+        suggest = KerasTunerSuggest(hp)
         try:
             try:
-                sample = self.trials.space(KerasTunerSuggest(hp))
+                sample = self.trials.space(suggest)
             except InvalidConfiguration as exc:
+                values |= suggest.chosen  # the record keeps the space's values: bools, not KerasTuner's text
                 record = self.trials.record_invalid(number, values, str(exc))
                 self._last = (record, "pruned", str(exc), started)
                 raise kt_errors.FailedTrialError(f"invalid configuration, never built: {exc}") from None
+            values |= suggest.chosen
             # Hyperband sets this round's epochs; a promoted trial goes on from its parent's last epoch.
             run_id, parent, note = self._continue(values, sample.architecture, epochs)
             # A trial below the last round may be promoted: its checkpoint stays until its child has used it.

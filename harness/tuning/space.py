@@ -32,6 +32,10 @@ class InvalidConfiguration(Exception):
     """A sampled combination that must never be built (e.g. the feature map would shrink below 1x1)."""
 
 
+class OverBudget(InvalidConfiguration):
+    """A valid point whose forward pass costs more than --max-gmacs allows."""
+
+
 @dataclass(frozen=True)
 class Sample:
     """What a space returns: a model and optimiser, ready to become a RunSpec."""
@@ -67,7 +71,7 @@ def with_compute_cap(space: SpaceFunction, max_gmacs: float | None) -> SpaceFunc
         if cost is None:
             cost = architecture_cost(sample.architecture, **sample.arch_kwargs).gmacs
         if cost > max_gmacs:
-            raise InvalidConfiguration(f"{cost:.2f} GMACs per image exceed --max-gmacs {max_gmacs:g}")
+            raise OverBudget(f"{cost:.2f} GMACs per image exceed --max-gmacs {max_gmacs:g}")
         return sample
 
     return capped
@@ -92,25 +96,30 @@ class KerasTunerSuggest:
 
     def __init__(self, hp: Any) -> None:
         self.hp = hp
+        self.chosen: dict[str, Any] = {}  # name -> the value the space got (a bool, not KerasTuner's text)
+
+    def _chose(self, name: str, value: Any) -> Any:
+        self.chosen[name] = value
+        return value
 
     def suggest_int(self, name: str, low: int, high: int, *, step: int = 1, log: bool = False) -> int:
         sampling = "log" if log else "linear"
-        return int(self.hp.Int(name, low, high, step=None if log else step, sampling=sampling))
+        return self._chose(name, int(self.hp.Int(name, low, high, step=None if log else step, sampling=sampling)))
 
     def suggest_float(
         self, name: str, low: float, high: float, *, step: float | None = None, log: bool = False
     ) -> float:
-        return float(self.hp.Float(name, low, high, step=step, sampling="log" if log else "linear"))
+        return self._chose(name, float(self.hp.Float(name, low, high, step=step, sampling="log" if log else "linear")))
 
     def suggest_categorical(self, name: str, choices: Sequence[Any]) -> Any:
         choices = list(choices)
         if _plain(choices):
-            return self.hp.Choice(name, choices)
+            return self._chose(name, self.hp.Choice(name, choices))
         # Bools, None or mixed types travel as their text and come back as the original objects.
         by_text = {str(c): c for c in choices}
         if len(by_text) != len(choices):
             raise ValueError(f"choices of {name!r} are not distinct as text: {choices}")
-        return by_text[self.hp.Choice(name, list(by_text))]
+        return self._chose(name, by_text[self.hp.Choice(name, list(by_text))])
 
 
 class FixedSuggest:
@@ -146,6 +155,37 @@ class FixedSuggest:
         if value not in list(choices):
             raise HarnessError(f"search parameter {name}={value!r} is not one of {list(choices)}")
         return value
+
+
+def first_point(name: str, space: SpaceFunction, values: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """A space's declared first trial, replayed through `space` (already capped by --max-gmacs): None when it declares
+    none or the cap refuses it; an error naming the space when the point is incomplete, unused or out of range."""
+    if values is None:
+        return None
+    fixed = FixedSuggest(values)
+    try:
+        space(fixed)
+    except OverBudget:
+        return None
+    except InvalidConfiguration as exc:
+        raise HarnessError(f"search space {name!r}: its first point is not valid: {exc}") from None
+    except HarnessError as exc:
+        raise HarnessError(f"search space {name!r}: its first point is not valid: {exc}") from None
+    unused = sorted(set(values) - fixed.used)
+    if unused:
+        raise HarnessError(f"search space {name!r}: its first point names parameters it never asks for: {unused}")
+    return dict(values)
+
+
+def keras_tuner_values(point: Mapping[str, Any], hp: Any) -> dict[str, Any]:
+    """`point` as KerasTuner stores it: the text of a bool or mixed-type choice (see KerasTunerSuggest)."""
+    declared = {h.name: h for h in hp.space}
+    out = {}
+    for name, value in point.items():
+        choices = getattr(declared.get(name), "values", None)
+        textual = choices is not None and all(isinstance(c, str) for c in choices)
+        out[name] = str(value) if textual and not isinstance(value, str) else value
+    return out
 
 
 def declare(space: SpaceFunction, hp: Any) -> None:

@@ -16,7 +16,7 @@ from harness.terminal.progress import TrialClock
 from harness.training.budget import budget_key, budget_of, budget_text
 from harness.training.runner import Runner
 from harness.tuning.settings import StudySettings, reconcile
-from harness.tuning.space import with_compute_cap
+from harness.tuning.space import first_point, with_compute_cap
 from harness.tuning.trials import TrialResult, TrialRunner
 from harness.workspace import Workspace
 
@@ -215,7 +215,9 @@ def run_search(workspace: Workspace, options: SearchOptions) -> SearchSummary:
     settings = reconcile(study, options.given, engine.stored_settings())
     entry = SEARCH_SPACES.get(settings.space)  # a resumed study's own space
 
-    before = engine.open(settings.as_dict(), entry.builder, options.trials)
+    space = with_compute_cap(entry.builder, settings.max_gmacs)
+    first = first_point(settings.space, space, entry.meta.get("first"))
+    before = engine.open(settings.as_dict(), entry.builder, options.trials, first)
     results: list[TrialResult] = []
     synthetic = False
     if before < options.trials and not options.open_only:
@@ -223,12 +225,12 @@ def run_search(workspace: Workspace, options: SearchOptions) -> SearchSummary:
         synthetic = dataset.synthetic
         runner = Runner(dataset, store, workspace.results, progress=options.progress, console=workspace.console)
         runner.keep_checkpoints = options.keep_checkpoints
-        space = with_compute_cap(entry.builder, settings.max_gmacs)
         trials = TrialRunner(runner, space, trials_widens(entry), settings, study, workspace.console)
         runner.overall = trials.clock = TrialClock(options.trials, engine.counted)  # ETA over the study's trials
         workspace.console.print(
             f"[bold]study {study}[/bold]: {before} of {options.trials} trials done, running up to "
-            f"{options.trials - before} ({settings.tuner}, space {settings.space}, {settings.epochs} epochs each)",
+            f"{options.trials - before} ({settings.tuner}, space {settings.space}, {settings.epochs} epochs each)"
+            + ("; the first is the space's starting point" if first is not None and before == 0 else ""),
             highlight=False,
         )
         timeout_s = options.timeout_minutes * 60 if options.timeout_minutes else None
