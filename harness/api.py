@@ -276,6 +276,7 @@ def predict(
     model: PathLike,
     *,
     tta: int = 1,
+    stain_normalise: bool = False,
     out: PathLike | None = None,
     data: PathLike | None = None,
     results: PathLike | None = None,
@@ -286,7 +287,8 @@ def predict(
     from harness.training.predict import predict_submission
 
     ws = _ws(where, data, results, storage)
-    return predict_submission(Path(model), ws, Path(out) if out else ws.submission_path, tta=tta)
+    out_path = Path(out) if out else ws.submission_path
+    return predict_submission(Path(model), ws, out_path, tta=tta, stain_normalise=stain_normalise)
 
 
 def load_model(path: PathLike) -> Any:

@@ -15,6 +15,7 @@ from harness.errors import HarnessError, one_line
 from harness.ranking.submission import build_submission, write_submission
 from harness.store.runs import redact
 from harness.training.runner import predict_probabilities
+from harness.training.stain_norm import StainReference, normalise_all
 from harness.workspace import Workspace
 
 MB = 1 << 20
@@ -132,20 +133,30 @@ def run_data_folder(model_path: Path, workspace: Workspace) -> Path:
     )
 
 
-def predict_submission(model_path: Path, workspace: Workspace, out: Path, tta: int = 1) -> Path:
+def predict_submission(
+    model_path: Path, workspace: Workspace, out: Path, tta: int = 1, stain_normalise: bool = False
+) -> Path:
     """Predict the workspace's test images with a saved model; validate, then write the submission atomically.
 
     Without --data, the test set is that of the data the model's run was trained on (never the demo's by default).
     A (N, 2) output is read as a two-class softmax, [p(class 0), p(class 1)], and its column 1 is used.
+    `stain_normalise` first matches each test image's stain densities to the training images' (stain_norm).
     """
     model = load_model_safely(model_path)
     if workspace.data is None:
         workspace.data = run_data_folder(model_path, workspace)
     dataset = workspace.dataset(progress=False)
+    images = dataset.test.images
+    if stain_normalise:
+        try:
+            reference = StainReference.of(dataset.train.images)
+        except ValueError as exc:
+            raise HarnessError(f"--stain-normalise: {dataset.root / 'train'}: {exc}") from None
+        images = normalise_all(images, reference)
     try:
         with fused_elementwise():  # TensorFlow: XLA fuses the element-wise ops oneDNN leaves unfused (PReLU)
             probabilities = predict_probabilities(
-                model, dataset.test.images, np.arange(len(dataset.test)), tta=tta, two_class_softmax=True
+                model, images, np.arange(len(dataset.test)), tta=tta, two_class_softmax=True
             )
     except HarnessError as exc:  # an output that its declared shape did not give away
         raise HarnessError(f"{model_path}: {exc}") from None
