@@ -50,7 +50,8 @@ def _applications(s: Suggest) -> tuple[str, dict]:
 
 # The first trial of a new study: the recipe of the 1.2M-parameter residual network (GAP head, AdamW with
 # warmup and cosine decay, flips), with mild stain and colour jitter. An uncapped first draw can be a wide CNN that
-# needs the whole of a 15-minute CPU budget for one epoch; this point trains 3 epochs on 5,100 images in about 5.
+# needs the whole of a 15-minute CPU budget for one epoch; this point trained 3 epochs on 5,100 images of the PCam
+# sample in 199 s on 2 cores (val AUC 0.9007, above every trial of an earlier 60-minute search without it).
 FIRST = {
     "family": "resnet",
     "resnet_block": "basic",
