@@ -152,23 +152,24 @@ def plot(curves: pd.DataFrame, path: Path, minutes: float) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
+    fig, ax = plt.subplots(figsize=(7.5, 5), dpi=120)
     colors = {"baselines": "#7f7f7f", "widen": "#1f77b4", "modern": "#d62728"}
+    others = iter(["#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"] * 4)  # merged contenders that share a name
     for name, frame in curves.groupby("contender", sort=False):
-        color = colors.get(str(name), "#2ca02c")
+        color = colors.pop(str(name).split(" (")[0], None) or next(others)  # a second "modern (...)" gets its own
         ax.step(frame["minute"], frame["picked_holdout_auc"], where="post", color=color, label=f"{name} (val picks)")
         ax.step(frame["minute"], frame["oracle_holdout_auc"], where="post", color=color, ls=":", alpha=0.6)
     ax.set(xlabel="wall-clock minutes (2 CPU cores)", ylabel="public-test ROC AUC", xlim=(0, minutes))
     ax.set_title("Public-test AUC of the run validation picks\n(dotted: the best finished run, an oracle)", fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, fontsize=8, frameon=False)
     fig.tight_layout()
     fig.savefig(path)
 
 
 def markdown(frame: pd.DataFrame) -> str:
     """A Markdown table (no tabulate dependency): floats to 4 places."""
-    cells = frame.map(lambda v: f"{v:.4f}" if isinstance(v, float) else ("" if v is None else str(v)))
+    cells = frame.map(lambda v: "" if v is None or pd.isna(v) else f"{v:.4f}" if isinstance(v, float) else str(v))
     lines = ["| " + " | ".join(frame.columns) + " |", "|" + " --- |" * len(frame.columns)]
     lines += ["| " + " | ".join(row) + " |" for row in cells.astype(str).values.tolist()]
     return "\n".join(lines) + "\n"
@@ -176,14 +177,25 @@ def markdown(frame: pd.DataFrame) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", type=Path, required=True, help="a Kaggle-layout folder with test_labels.csv")
+    parser.add_argument("--data", type=Path, help="a Kaggle-layout folder with test_labels.csv (not for --merge)")
     parser.add_argument("--minutes", type=float, default=15, help="wall clock per contender")
     parser.add_argument("--contenders", default="baselines,widen,modern")
     parser.add_argument("--out", type=Path, default=Path("results/anytime"))
     parser.add_argument("--search-args", default=SEARCH, help=f"a search trial's budget (default {SEARCH!r})")
     parser.add_argument("--extend", action="store_true", help="continue each contender's clock and study in --out")
     parser.add_argument("--score-only", action="store_true", help="do not train: score what --out already holds")
+    parser.add_argument(
+        "--merge",
+        nargs="+",
+        metavar="DIR[=NOTE]",
+        help="do not train: one table and plot in --out from these earlier --out folders; NOTE is added to their "
+        "contenders' names (a name met twice without one gets its folder's)",
+    )
     args = parser.parse_args()
+    if args.merge:
+        return merge(args.merge, args.out)
+    if args.data is None:
+        parser.error("--data is required (unless --merge)")
     holdout = args.data / "test_labels.csv"
     names = args.contenders.split(",")
     segments_file = args.out / "segments.csv"
@@ -208,11 +220,48 @@ def main() -> None:
             row |= on_top(runs, args.data, args.out / name, holdout)
         rows.append(row)
         print(pd.Series(row).to_string(), flush=True)
-    frame = pd.concat(curves)
-    frame.to_csv(args.out / "anytime.csv", index=False)
-    (args.out / "summary.md").write_text(markdown(pd.DataFrame(rows)))
-    plot(frame, args.out / "anytime.png", frame["minute"].max())
-    print((args.out / "summary.md").read_text())
+    write(pd.concat(curves), pd.DataFrame(rows), args.out)
+
+
+def write(curves: pd.DataFrame, summary: pd.DataFrame, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    curves.to_csv(out / "anytime.csv", index=False)
+    summary.to_csv(out / "summary.csv", index=False)
+    (out / "summary.md").write_text(markdown(summary))
+    plot(curves, out / "anytime.png", curves["minute"].max())
+    print((out / "summary.md").read_text())
+
+
+def read_summary(folder: Path) -> pd.DataFrame:
+    """A folder's summary.csv, or its summary.md table (written before summary.csv was)."""
+    if (folder / "summary.csv").is_file():
+        return pd.read_csv(folder / "summary.csv")
+    if not (folder / "summary.md").is_file():
+        sys.exit(f"--merge: {folder} holds neither summary.csv nor summary.md")
+    lines = [line.strip().strip("|").split("|") for line in (folder / "summary.md").read_text().splitlines()]
+    header, rows = [c.strip() for c in lines[0]], [[c.strip() for c in row] for row in lines[2:] if row != [""]]
+    frame = pd.DataFrame(rows, columns=header).replace({"": None, "nan": None})
+    for column in frame.columns.drop(["contender", "picked"], errors="ignore"):
+        frame[column] = pd.to_numeric(frame[column])
+    return frame
+
+
+def merge(sources: list[str], out: Path) -> None:
+    """One table and plot from several runs of this script (e.g. contenders measured in different sessions)."""
+    curves, rows = [], []
+    for source in sources:
+        folder, _, note = (Path(source.partition("=")[0]), *source.partition("=")[1:])
+        if not (folder / "anytime.csv").is_file():
+            sys.exit(f"--merge: {folder / 'anytime.csv'} is missing")
+        summary = read_summary(folder)
+        names = {name: f"{name} ({note})" if note else name for name in summary["contender"]}
+        for name in names:
+            if not note and any(r["contender"] == name for r in rows):
+                names[name] = f"{name} ({folder.name})"
+        frame = pd.read_csv(folder / "anytime.csv")
+        curves.append(frame.assign(contender=frame["contender"].map(names)))
+        rows += summary.assign(contender=summary["contender"].map(names)).to_dict("records")
+    write(pd.concat(curves), pd.DataFrame(rows), out)
 
 
 if __name__ == "__main__":
