@@ -31,9 +31,9 @@ class StainReference:
             pick = np.sort(np.random.default_rng(seed).choice(len(images), REFERENCE_IMAGES, replace=False))
             images = images[pick]
         stats = [
-            s[1:]
+            s
             for start in range(0, len(images), 512)  # a chunk's densities are 113 MB of float32
-            for s in map(_statistics, _stains(np.asarray(images[start : start + 512])))
+            for s in map(_statistics, *_stains(np.asarray(images[start : start + 512])))
             if s is not None
         ]
         if not stats:
@@ -42,36 +42,31 @@ class StainReference:
         return cls((float(mean[0]), float(mean[1])), (float(std[0]), float(std[1])))
 
 
-def _stains(images: np.ndarray) -> np.ndarray:
-    """uint8 RGB -> float32 stain densities (N, pixels, [H, E, D]); optical density -ln((I + 1) / 256)."""
+def _stains(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 RGB -> float32 stain densities (N, pixels, [H, E, D]), with optical density -ln((I + 1) / 256), and
+    the tissue mask (N, pixels) from that same optical density."""
     od = -np.log((images.reshape(len(images), -1, 3).astype(np.float32) + 1.0) / 256.0)
-    return od @ HED_FROM_RGB.astype(np.float32)
+    return od @ HED_FROM_RGB.astype(np.float32), od.mean(axis=-1) > TISSUE_OD
 
 
-def _tissue(stains: np.ndarray) -> np.ndarray:
-    od = stains @ RGB_FROM_HED.astype(np.float32)
-    return od.mean(axis=-1) > TISSUE_OD
-
-
-def _statistics(stains: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """One image's tissue mask and (mean, std) of H and E over it; None for an image that is mostly glass."""
-    tissue = _tissue(stains)
+def _statistics(stains: np.ndarray, tissue: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """One image's (mean, std) of H and E over its tissue; None for an image that is mostly glass."""
     if tissue.mean() < MIN_TISSUE:
         return None
     he = stains[tissue, :2]
-    return tissue, he.mean(axis=0), he.std(axis=0)
+    return he.mean(axis=0), he.std(axis=0)
 
 
 def normalise(images: np.ndarray, reference: StainReference) -> np.ndarray:
     """`images` (uint8, N x H x W x 3) with each one's tissue H and E densities standardised, then given the
     reference's mean and spread; DAB and the glass are kept. Returns new uint8 images of the same shape."""
-    stains = _stains(images)
+    stains, tissues = _stains(images)
     target_mean = np.array(reference.mean, dtype=np.float32)
     target_std = np.array(reference.std, dtype=np.float32)
-    for image in stains:
-        measured = _statistics(image)
+    for image, tissue in zip(stains, tissues, strict=True):
+        measured = _statistics(image, tissue)
         if measured is not None:
-            tissue, mean, std = measured
+            mean, std = measured
             image[tissue, :2] = (image[tissue, :2] - mean) / np.maximum(std, _EPS) * target_std + target_mean
     od = stains @ RGB_FROM_HED.astype(np.float32)
     rgb = np.clip(np.rint(256.0 * np.exp(-od) - 1.0), 0, 255).astype(np.uint8)
