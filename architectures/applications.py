@@ -11,8 +11,7 @@ import keras
 
 from harness.cost import Cost
 from harness.errors import HarnessError
-from harness.registry import ARCHITECTURES
-from harness.training.train import BACKBONE
+from harness.registry import ARCHITECTURES, BACKBONE
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -1,21 +1,26 @@
-"""Anytime benchmark (issue 13): the best public-test AUC each contender has reached after t minutes of wall clock.
+"""Anytime benchmark (issues 13 and 22): the public-test AUC each contender's submission has after t minutes.
 
-    python benchmarks/anytime.py --data /work/shared/datasets/pcam-sample --minutes 15 --out /tmp/anytime
+    python benchmarks/anytime.py --data /work/shared/datasets/pcam-sample --minutes 15 --contenders single,clocked \
+        --out /tmp/anytime15
 
-Three contenders, each the real `harness` command in a fresh process with its own results folder:
-  baselines  `harness run baselines`: the notebook's three models, optimisers and data protocol; its 10/30/30
-             epochs take hours on a CPU, so each model trains for a third of the clock (--time-limit), less 3 min;
-  widen      `harness search --space widen`: the notebook's family, wider and deeper;
-  modern     `harness search --space modern`: ResNet / CNN / small Keras backbones x recipe x stain augmentation.
-Each gets the same wall clock (data preparation, training and test predictions all count) and is stopped at the
-deadline; a run counts from the moment it was recorded complete. At every minute the curve shows the public-test
-AUC of the run that *validation* would pick (best val AUC so far), the honest figure, and the best public-test
-AUC among the finished runs (an oracle no user has). Then, on the runs each contender finished: TTA (8 dihedral
-views) on its picked run, and `harness ensemble` of its top 3 by val AUC. The labels (the sample's
-test_labels.csv) are used for scoring only. Writes anytime.csv, summary.md and anytime.png under --out; run
-contenders one after another on an otherwise idle machine (the load average is printed: compare under equal load).
+Each contender is the real `harness` command in a fresh process with its own results folder:
+  baselines   `harness run baselines --deadline T`: the notebook's three models, optimisers and data protocol, each
+              an equal share of the clock;
+  single      (d) `harness run FIRST.json --deadline T`: the `modern` space's first point as one run on the whole
+              sample, its epochs sized to the clock (the strongest single-run contender);
+  clocked     (e) `harness search --space modern --deadline T`: the clocked search, its endgame included;
+  clocked-kt  the same with KerasTuner's Hyperband (3 epochs at most, a 6,000-image sample);
+  widen, modern  the earlier searches, stopped from outside at T (`--timeout`, 3 epochs on 6,000 images a trial).
+On the clock (`--deadline`) everything counts (data preparation, training, predictions, TTA, ensembling, writing)
+and the harness stops itself; the benchmark only checks that it did (ended_by_itself), killing it a minute after
+its promise (the deadline plus 2% or 30 s). The curve of such a contender is its results/submission.csv over time
+(every file written there is kept, with its time, in results/submissions/); for the others it is the run that
+validation picks as runs finish. The dotted curve is the best finished run (an oracle no user has). For the
+earlier contenders TTA 8 on the picked run and an ensemble of the top 3 are scored on top. The labels (the
+sample's test_labels.csv) are used for scoring only. Writes anytime.csv, summary.csv, summary.md and anytime.png
+under --out; run contenders one after another on an otherwise idle machine (the load average is printed).
 --extend continues each contender in the same folder (a search resumes its study) and appends the new minutes to
-its clock, so a 60-minute curve extends a 15-minute one without redoing it: `--minutes 45 --extend` after 15.
+its clock; --merge DIR=NOTE ... builds one table and plot from several --out folders.
 """
 
 from __future__ import annotations
@@ -37,26 +42,58 @@ CONTENDERS = {
     "baselines": ["run", "baselines"],
     "widen": ["search", "--space", "widen", "--study", "anytime-widen", "--trials", "500"],
     "modern": ["search", "--space", "modern", "--study", "anytime-modern", "--trials", "500"],
-}
+    # On the whole command's clock (--deadline): (d) the space's first point as one run, its epochs sized to the
+    # clock; (e) the clocked search; and KerasTuner's Hyperband on the same clock.
+    "single": ["run", "SPEC"],
+    "clocked": ["search", "--space", "modern", "--study", "anytime-clocked", "--trials", "500"],
+    "clocked-kt": ["search", "--space", "modern", "--tuner", "keras-tuner", "--algorithm", "hyperband", "--study",
+                   "anytime-kt", "--trials", "500", "--epochs", "3"],
+}  # fmt: skip
+ON_THE_CLOCK = ("single", "clocked", "clocked-kt", "baselines")
+
+
+def first_point_spec(folder: Path) -> Path:
+    """The `modern` space's first point as a run's spec.json, on the whole sample (the seed protocol)."""
+    import json
+
+    from harness.registry import SEARCH_SPACES
+    from harness.tuning.space import FixedSuggest
+    from harness.tuning.study_settings import StudySettings
+    from harness.tuning.trials import TrialRunner
+
+    entry = SEARCH_SPACES.get("modern")
+    sample = entry.builder(FixedSuggest(dict(entry.meta["first"])))
+    settings = StudySettings(space="modern")
+    spec = TrialRunner(None, entry.builder, "resnet", settings, "anytime-single", None).spec(sample, 0)  # type: ignore[arg-type]
+    path = folder / "single-spec.json"
+    folder.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(spec.to_dict(), indent=2, default=str))
+    return path
 
 
 def run_contender(name: str, data: Path, results: Path, minutes: float, search: str) -> dict:
     """Run one contender until it ends or its deadline; its clock segment and the load average."""
     results.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "harness", *CONTENDERS[name], "--data", str(data), "--results", str(results)]
-    if CONTENDERS[name][0] == "search":
+    argv = [str(first_point_spec(results)) if a == "SPEC" else a for a in CONTENDERS[name]]
+    command = [sys.executable, "-m", "harness", *argv, "--data", str(data), "--results", str(results)]
+    if name in ON_THE_CLOCK:  # the harness keeps the clock itself: everything counts, and it stops on time
+        command += ["--deadline", f"{minutes:g}"]
+        if name == "clocked-kt":
+            command += ["--sample", "6000"]
+    elif CONTENDERS[name][0] == "search":
         command += [*search.split(), "--timeout", f"{minutes:g}"]  # stop starting trials at the deadline
-    else:  # the notebook's 10/30/30 epochs take hours here: each model gets an equal share of the clock instead
-        command += ["--time-limit", f"{max(1.0, (minutes - 3) / 3):.1f}"]  # 3 minutes for data and predictions
     log = results / f"{name}.log"
     started = dt.datetime.now(dt.timezone.utc)
     load = os.getloadavg()[0]
     print(f"{name}: {' '.join(command[2:])}  (load {load:.1f})", flush=True)
+    by_itself = True
+    limit = minutes * 60 + max(0.02 * minutes * 60, 30) + 60  # the promise, and a minute of grace before a kill
     with log.open("a") as out:
         process = subprocess.Popen([*command, "--no-progress"], stdout=out, stderr=subprocess.STDOUT)
         try:
-            process.wait(timeout=minutes * 60)
+            process.wait(timeout=limit if name in ON_THE_CLOCK else minutes * 60)
         except subprocess.TimeoutExpired:
+            by_itself = False
             process.send_signal(signal.SIGINT)  # the harness records the interrupted run and exits
             try:
                 process.wait(timeout=60)
@@ -64,7 +101,30 @@ def run_contender(name: str, data: Path, results: Path, minutes: float, search: 
                 process.kill()
                 process.wait()
     ended = dt.datetime.now(dt.timezone.utc)
-    return {"contender": name, "started": started, "ended": ended, "load_start": load, "load_end": os.getloadavg()[0]}
+    return {"contender": name, "started": started, "ended": ended, "load_start": load,
+            "load_end": os.getloadavg()[0], "ended_by_itself": by_itself}  # fmt: skip
+
+
+def submissions_curve(results: Path, started: dt.datetime, holdout: Path) -> pd.DataFrame:
+    """The public-test AUC of results/submission.csv against the contender's minute: every file the harness wrote
+    there is kept in results/submissions/ with the time it was written (index.csv)."""
+    from sklearn.metrics import roc_auc_score
+
+    from harness.data.submission import parse_submission
+
+    index = results / "submissions" / "index.csv"
+    if not index.is_file():
+        return pd.DataFrame(columns=["minute", "run", "val_auc", "holdout_auc"])
+    truth = pd.read_csv(holdout).set_index("id")["label"]
+    frame = pd.read_csv(index)
+    frame = frame[frame["target"] == "submission.csv"]
+    rows = []
+    for row in frame.itertuples():
+        submission = parse_submission(results / "submissions" / row.file, max_rows=10**7).set_index("id")["label"]
+        auc = float(roc_auc_score(truth.loc[submission.index], submission))
+        minute = (row.time - started.timestamp()) / 60
+        rows.append({"minute": minute, "run": row.run, "val_auc": row.val_auc, "holdout_auc": auc})
+    return pd.DataFrame(rows)
 
 
 def contender_minutes(when: dt.datetime, segments: pd.DataFrame) -> float:
@@ -108,6 +168,19 @@ def curve(runs: pd.DataFrame, minutes: float) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def clock_curve(submissions: pd.DataFrame, runs: pd.DataFrame, minutes: float) -> pd.DataFrame:
+    """For a contender on the clock: a step each time results/submission.csv changed (its public-test AUC), beside
+    the best finished run so far (the oracle)."""
+    rows = [{"minute": 0.0, "picked_holdout_auc": None, "oracle_holdout_auc": None, "runs": 0}]
+    for sub in submissions.itertuples():
+        seen = runs[runs["minutes"] <= sub.minute + 1e-6]
+        oracle = float(seen["holdout_auc"].max()) if len(seen) else None
+        rows.append({"minute": sub.minute, "picked_holdout_auc": sub.holdout_auc, "oracle_holdout_auc": oracle,
+                     "runs": len(seen)})  # fmt: skip
+    rows.append({**rows[-1], "minute": max(minutes, rows[-1]["minute"])})
+    return pd.DataFrame(rows)
+
+
 def at_minute(steps: pd.DataFrame, t: float) -> float | None:
     """The curve's value at minute t (the last step at or before it)."""
     before = steps[steps["minute"] <= t]
@@ -119,7 +192,7 @@ def on_top(runs: pd.DataFrame, data: Path, results: Path, holdout: Path) -> dict
     from sklearn.metrics import roc_auc_score
 
     import harness
-    from harness.ranking.submission import parse_submission
+    from harness.data.submission import parse_submission
 
     truth = pd.read_csv(holdout).set_index("id")["label"]
 
@@ -153,14 +226,17 @@ def plot(curves: pd.DataFrame, path: Path, minutes: float) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7.5, 5), dpi=120)
-    colors = {"baselines": "#7f7f7f", "widen": "#1f77b4", "modern": "#d62728"}
+    colors = {"baselines": "#7f7f7f", "widen": "#1f77b4", "modern": "#d62728", "single": "#2ca02c",
+              "clocked": "#9467bd", "clocked-kt": "#ff7f0e"}  # fmt: skip
     others = iter(["#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"] * 4)  # merged contenders that share a name
     for name, frame in curves.groupby("contender", sort=False):
         color = colors.pop(str(name).split(" (")[0], None) or next(others)  # a second "modern (...)" gets its own
         ax.step(frame["minute"], frame["picked_holdout_auc"], where="post", color=color, label=f"{name} (val picks)")
         ax.step(frame["minute"], frame["oracle_holdout_auc"], where="post", color=color, ls=":", alpha=0.6)
     ax.set(xlabel="wall-clock minutes (2 CPU cores)", ylabel="public-test ROC AUC", xlim=(0, minutes))
-    ax.set_title("Public-test AUC of the run validation picks\n(dotted: the best finished run, an oracle)", fontsize=10)
+    ax.set_title(
+        "Public-test AUC of the submission validation picks\n(dotted: the best finished run, an oracle)", fontsize=10
+    )
     ax.grid(alpha=0.3)
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, fontsize=8, frameon=False)
     fig.tight_layout()
@@ -211,12 +287,23 @@ def main() -> None:
         total = sum((mine["ended"] - mine["started"]).dt.total_seconds()) / 60
         runs = finished_runs(name, args.data, args.out / name, holdout, mine)
         runs.to_csv(args.out / f"{name}-runs.csv", index=False)
-        curves.append(curve(runs, total).assign(contender=name))
         row = {"contender": name, "minutes": total, "runs": len(runs), "load": mine["load_end"].max()}
+        if name in ON_THE_CLOCK:
+            sub = submissions_curve(args.out / name, mine["started"].iloc[0].to_pydatetime(), holdout)
+            sub.to_csv(args.out / f"{name}-submissions.csv", index=False)
+            curves.append(clock_curve(sub, runs, total).assign(contender=name))
+            row["ended_by_itself"] = bool(mine["ended_by_itself"].all()) if "ended_by_itself" in mine else None
+            if len(sub):
+                row |= {
+                    "final_val_auc": float(sub["val_auc"].iloc[-1]),
+                    "final_holdout_auc": float(sub["holdout_auc"].iloc[-1]),
+                }
+        else:
+            curves.append(curve(runs, total).assign(contender=name))
         for mark in (15, 30, 60):
             if mark <= total + 0.5:
                 row[f"picked@{mark}"] = at_minute(curves[-1], mark)
-        if len(runs):
+        if len(runs) and name not in ON_THE_CLOCK:
             row |= on_top(runs, args.data, args.out / name, holdout)
         rows.append(row)
         print(pd.Series(row).to_string(), flush=True)

@@ -21,7 +21,7 @@ from anytime import markdown  # the script's folder is on sys.path
 from sklearn.metrics import roc_auc_score
 
 import harness
-from harness.ranking.submission import parse_submission
+from harness.data.submission import parse_submission
 from harness.store.runs import RunStore, default_storage
 
 

@@ -14,9 +14,17 @@ from __future__ import annotations
 import importlib.abc
 import importlib.machinery
 import importlib.util
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from harness.version import __version__  # noqa: F401 - harness.__version__
+
+# TensorFlow's C++ logging reads this when it loads: a script that imports any harness module is as quiet as the
+# command (HARNESS_VERBOSE=1, or the variable set beforehand, shows the lines).
+if not os.environ.get("HARNESS_VERBOSE"):
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 class _CheckoutPlugins(importlib.abc.MetaPathFinder):
@@ -44,8 +52,6 @@ if _FROM_SOURCE and not _REGISTERED and (_CHECKOUT / "architectures" / "__init__
     sys.meta_path.append(
         _CheckoutPlugins({f"harness.{name}": _CHECKOUT / name for name in ("architectures", "search_spaces")})
     )
-
-__version__ = "0.1.0"
 
 # Imported on first use: `import harness` stays cheap (no Keras, no backend) until a function is called.
 __all__ = [
@@ -83,6 +89,8 @@ if TYPE_CHECKING:
 def __getattr__(name: str) -> Any:
     if name in __all__:
         from harness import api
+        from harness.backend import quiet_start
 
+        quiet_start()  # as the command does: no TensorFlow start-up chatter (cuInit, oneDNN) in a plain script
         return getattr(api, name)
     raise AttributeError(f"module 'harness' has no attribute {name!r}")

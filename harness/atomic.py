@@ -43,3 +43,86 @@ def write_text(path: str | Path, text: str) -> None:
     """Atomically replace `path` with `text`."""
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+@contextlib.contextmanager
+def output_path(path: str | Path, *, named: bool = False) -> Iterator[Path]:
+    """A temporary path to write an output to, put in place by the rule for what `path` already is.
+
+    A regular file, or nothing: replaced atomically. A symlink: for a file the user named (`--out`), followed, as a
+    shell redirection does: its target is replaced atomically and the link stays; for the harness's own files the
+    link itself is replaced, so nothing outside the results folder changes. A FIFO or a character device
+    (`--out /dev/stdout`): for a named output, the bytes are written straight through, never renamed over it (a
+    FIFO with no reader is an error, not a hang); for the harness's own files it is refused. A folder, a socket or
+    a block device is refused.
+    """
+    target = Path(path)
+    kind = _kind(target)
+    if kind == "stream" and named:
+        with tempfile_beside_nothing() as tmp:
+            yield tmp
+            _write_through(tmp, target)
+        return
+    if kind in ("folder", "special") or (kind == "stream" and not named):
+        what = {"folder": "a folder", "special": "a socket or block device"}.get(kind, "a FIFO or device")
+        raise OutputRefused(f"{target} is {what}, not a file; refusing to write the output there")
+    if named and target.is_symlink():
+        target = Path(os.path.realpath(target))
+    with atomic_path(target) as tmp:
+        yield tmp
+
+
+class OutputRefused(OSError):
+    """An output path that is no place for a file (a folder, a socket, a FIFO among the harness's own files)."""
+
+
+def _kind(path: Path) -> str:
+    import stat
+
+    try:
+        mode = path.stat().st_mode  # follows symlinks: /dev/stdout is a link to /proc/self/fd/1
+    except (FileNotFoundError, NotADirectoryError):
+        return "none"
+    if stat.S_ISREG(mode):
+        return "file"
+    if stat.S_ISDIR(mode):
+        return "folder"
+    if stat.S_ISFIFO(mode) or stat.S_ISCHR(mode):
+        return "stream"
+    return "special"
+
+
+@contextlib.contextmanager
+def tempfile_beside_nothing() -> Iterator[Path]:
+    """A temporary file in the system's temp folder (a stream's bytes are gathered there, then written at once)."""
+    import tempfile
+
+    fd, name = tempfile.mkstemp(prefix="harness-out-")
+    os.close(fd)
+    try:
+        yield Path(name)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(name)
+
+
+def _write_through(source: Path, stream: Path) -> None:
+    """Copy `source`'s bytes into a FIFO or character device without blocking on a FIFO that nobody reads."""
+    import errno
+    import stat
+
+    flags = os.O_WRONLY | (os.O_NONBLOCK if stat.S_ISFIFO(stream.stat().st_mode) else 0)
+    try:
+        fd = os.open(stream, flags)
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:
+            raise OutputRefused(f"{stream} is a FIFO that no process is reading; nothing was written") from None
+        raise
+    try:
+        os.set_blocking(fd, True)  # opened without waiting; the writes may wait for the reader as a pipe's do
+        data = source.read_bytes()
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)

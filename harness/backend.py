@@ -230,7 +230,7 @@ def environment() -> dict[str, Any]:
     """What a run ran on: stored with every run record so results can be compared honestly."""
     import keras
 
-    from harness import __version__
+    from harness.version import __version__
 
     return {
         "harness": __version__,

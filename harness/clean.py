@@ -14,8 +14,9 @@ from pathlib import Path
 from harness.data.cache import dead_build_pid, discard_folder
 from harness.data.layout import survey
 from harness.errors import HarnessError
+from harness.path_guard import outside_reason, refuse_outside
 from harness.ranking.leaderboard import DEFAULT_BY, rank
-from harness.store.runs import RunRecord, _pid_alive
+from harness.store.runs import RunRecord, pid_alive
 from harness.workspace import Workspace
 
 _CACHE_NAME = re.compile(r"[0-9a-f]{32}")  # a finished cache: results/cache/<fingerprint>/
@@ -37,6 +38,7 @@ class Item:
 class Plan:
     remove: list[Item]
     keep: list[Item]
+    notes: tuple[str, ...] = ()  # records whose stored paths were not followed, and why
 
     @property
     def size(self) -> int:
@@ -100,7 +102,17 @@ def plan_caches(cache_root: Path, folders: Iterable[Path]) -> Plan:
     return Plan(remove, keep)
 
 
-def plan_models(records: list[RunRecord], top: int, by: str = DEFAULT_BY) -> Plan:
+def _guarded(root: Path | None, item: Item, remove: list[Item], keep: list[Item]) -> None:
+    """`item` goes to `remove` unless removing it would change a file outside the results folder `root` (a run
+    folder moved elsewhere and linked back): then it is kept, and its line says where it really is."""
+    reason = outside_reason(root, item.path) if root is not None else None
+    if reason is None:
+        remove.append(item)
+    else:
+        keep.append(Item(item.path, item.size, f"{item.reason}; never removed: {reason}"))
+
+
+def plan_models(records: list[RunRecord], top: int, by: str = DEFAULT_BY, root: Path | None = None) -> Plan:
     """The model.keras files of runs outside the top `top` of their validation set (ranked as the leaderboard
     ranks them), and of runs that did not complete. Runs still training keep theirs."""
     if top < 0:
@@ -127,7 +139,7 @@ def plan_models(records: list[RunRecord], top: int, by: str = DEFAULT_BY) -> Pla
                 keep.append(Item(model, size_of(model), f"model of run {record.run_id}: {where}"))
             else:
                 why = f"model of run {record.run_id}: {where}, outside the top {top}"
-                remove.append(Item(model, size_of(model), why))
+                _guarded(root, Item(model, size_of(model), why), remove, keep)
     return Plan(remove, keep)
 
 
@@ -137,8 +149,8 @@ def _still_running(record: RunRecord) -> str | None:
     if record.status != "running":
         return None
     if record.host and record.host != socket.gethostname():
-        return f"still running on {record.host} (process {record.pid}; it cannot be checked from here)"
-    if record.pid is None or _pid_alive(record.pid):
+        return f"still running on {record.host} (process {record.pid}; its heartbeat is recent)"
+    if record.pid is None or pid_alive(record.pid):
         return f"still running (process {record.pid})"
     return None
 
@@ -151,7 +163,7 @@ def _saved_epoch(checkpoint: Path) -> int | None:
         return None
 
 
-def plan_checkpoints(records: list[RunRecord], checkpoints: bool = False) -> Plan:
+def plan_checkpoints(records: list[RunRecord], checkpoints: bool = False, root: Path | None = None) -> Plan:
     """The per-epoch checkpoints (runs/<id>/checkpoint/, one per fold) that runs left behind.
 
     The rule: a run still running keeps its checkpoint, always (on another host its process cannot be checked, so
@@ -184,9 +196,10 @@ def plan_checkpoints(records: list[RunRecord], checkpoints: bool = False) -> Pla
             if running:
                 keep.append(Item(checkpoint, size, f"{whose}: {running}"))
             elif not finished and epoch is None:
-                remove.append(Item(checkpoint, size, f"{whose}: {stopped}, no epoch completed: it resumes nothing"))
+                item = Item(checkpoint, size, f"{whose}: {stopped}, no epoch completed: it resumes nothing")
+                _guarded(root, item, remove, keep)
             elif checkpoints:
-                remove.append(Item(checkpoint, size, f"{whose}: {what}"))
+                _guarded(root, Item(checkpoint, size, f"{whose}: {what}"), remove, keep)
             else:
                 keep.append(Item(checkpoint, size, f"{whose}: {what}; --checkpoints removes it"))
     return Plan(remove, keep)
@@ -199,23 +212,43 @@ def plan_workspace(
     `checkpoints`, see plan_checkpoints), and with a K the models outside the top K."""
     from harness.data.demo import DEMO_DIRNAME
 
-    records = workspace.store().runs()
+    store = workspace.store()
+    records = store.runs()
+    root = workspace.results
     # The folders whose caches are in use: every dataset a stored run used, --data, and the demo.
     folders = {Path(r.dataset) for r in records if r.dataset}
     folders |= {workspace.data.resolve()} if workspace.data else set()
     folders.add((workspace.results / DEMO_DIRNAME).resolve())
-    plans = [plan_caches(workspace.results / "cache", sorted(folders)), plan_checkpoints(records, checkpoints)]
+    plans = [plan_caches(root / "cache", sorted(folders)), plan_checkpoints(records, checkpoints, root)]
     if models_outside_top is not None:
-        plans.append(plan_models(records, models_outside_top, by))
-    return Plan(keep=[i for plan in plans for i in plan.keep], remove=[i for plan in plans for i in plan.remove])
+        plans.append(plan_models(records, models_outside_top, by, root))
+    return Plan(
+        keep=[i for plan in plans for i in plan.keep],
+        remove=[i for plan in plans for i in plan.remove],
+        notes=tuple(store.refused.values()),
+    )
 
 
-def delete(item: Item) -> None:
-    """Delete a file, or a folder after moving it aside (a half-deleted cache never looks like a cache)."""
-    path = item.path
+def delete(item: Item, root: Path) -> None:
+    """Delete a file, or a folder after moving it aside (a half-deleted cache never looks like a cache); never
+    anything whose real place is outside the results folder `root` (checked again here, at the last moment)."""
+    path = refuse_outside(root, item.path, "delete")
     if not path.exists():
         return
     if path.is_dir() and not path.is_symlink():
         discard_folder(path)
     else:
         path.unlink()
+
+
+def apply_plan(plan: Plan, root: Path) -> list[tuple[Item, str]]:
+    """Delete every item `plan` removes; the items that could not be, each with why (one line)."""
+    failed: list[tuple[Item, str]] = []
+    for item in plan.remove:
+        try:
+            delete(item, root)
+        except HarnessError as exc:
+            failed.append((item, str(exc)))
+        except OSError as exc:
+            failed.append((item, f"cannot remove {item.path}: {exc.strerror or exc}"))
+    return failed

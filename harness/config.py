@@ -1,20 +1,37 @@
-"""Frozen run configuration: what data, how to train, which model; stored verbatim with each run."""
+"""Frozen run configuration: what data, how to train, which model; stored verbatim with each run.
+
+Over 350 lines by design: every setting is declared once here, as one field with its flag, help and checks, and
+the flags, keyword arguments, config files, stored studies and spec.json are all derived from these fields."""
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from harness.dihedral import TTA_VIEWS
 from harness.errors import ConfigError
-from harness.settings import knob, minutes, positive_int, seed_number
+from harness.settings import (  # noqa: F401 - SEED_MAX, check_seed: re-exported
+    DURATION_HELP,
+    SEED_MAX,
+    check_keys,
+    check_seconds,
+    check_seed,
+    check_types,
+    duration,
+    knob,
+    positive_int,
+    seed_number,
+)
 
 PROTOCOLS = ("seed", "stratified", "grouped")
 # The optimisers by name, each with its keras.optimizers class: the one list (flags, spaces, training read it).
 OPTIMIZERS = {"adam": "Adam", "adamw": "AdamW", "rmsprop": "RMSprop", "sgd": "SGD"}
 PRECISIONS = ("float32", "mixed", "mixed_bfloat16")
-LR_SCHEDULES = ("constant", "cosine", "one-cycle")  # harness.training.schedules
+LR_SCHEDULES = ("constant", "cosine", "one-cycle", "wsd")  # harness.training.schedules
+JIT_CHOICES = ("auto", "on", "off")
 
 
 @dataclass(frozen=True)
@@ -26,10 +43,11 @@ class OptimizerConfig:
     kwargs: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        check_types(self)
         if self.name not in OPTIMIZERS:
             raise ConfigError(f"unknown optimizer {self.name!r}; choose one of {', '.join(OPTIMIZERS)}")
-        if not self.learning_rate > 0:
-            raise ConfigError(f"learning rate must be positive, got {self.learning_rate}")
+        if not (isinstance(self.learning_rate, int | float) and 0 < self.learning_rate < math.inf):
+            raise ConfigError(f"learning rate must be a finite positive number, got {self.learning_rate!r}")
 
 
 CROPS = ("random", "centre")
@@ -62,6 +80,7 @@ class AugmentConfig:
     saturation: float = field(default=0.0, metadata=knob("random HSV saturation scale 1 +- F (0..1)", metavar="F"))
 
     def __post_init__(self) -> None:
+        check_types(self)
         for name in ("brightness", "contrast", "hue", "hed", "saturation"):
             if not 0 <= getattr(self, name) < 1:
                 raise ConfigError(f"--{name} must be in [0, 1), got {getattr(self, name)}")
@@ -96,14 +115,15 @@ class TrainingConfig:
     optimizer: OptimizerConfig = field(  # a search space chooses it per trial
         default_factory=OptimizerConfig, metadata=knob("optimiser", cli=False, study="the space chooses the optimiser")
     )
-    # Training stops after the epoch in which this many seconds have passed (None: no limit).
+    # Training stops after the epoch in which this many seconds have passed (None: no limit). Seconds, as the
+    # library keeps every duration; the flag reads minutes (settings.duration).
     time_limit: float | None = field(
         default=None,
         metadata=knob(
-            "stop a model's training after this long",
+            f"stop a model's training after the epoch in which this much time has passed ({DURATION_HELP})",
             metavar="MINUTES",
-            parse=minutes,
-            study="every trial trains for --epochs; see --timeout",
+            parse=duration,
+            study="every trial trains for --epochs; see --timeout and --deadline",
         ),
     )
     # Early stopping (train.fit): the best epoch's weights are kept, as they always are.
@@ -131,7 +151,7 @@ class TrainingConfig:
         default=1,
         metadata=knob(
             "test-time augmentation: average over this many dihedral transforms (default 1: off)",
-            choices=(1, 2, 4, 8),
+            choices=TTA_VIEWS,
             budget=True,
             absent=1,
         ),
@@ -156,6 +176,15 @@ class TrainingConfig:
             choices=PRECISIONS,
         ),
     )
+    # XLA (TensorFlow, JAX) or torch.compile (PyTorch) for the training step: "auto" compiles on an accelerator (on
+    # TensorFlow's CPU build XLA made every model slower, measured by `harness bench`), "on" and "off" force it.
+    jit_compile: str = field(
+        default="auto",
+        metadata=knob(
+            "compile the training step: auto (XLA or torch.compile on a GPU, not on a CPU), on, off",
+            choices=JIT_CHOICES,
+        ),
+    )
     # At most this many training batches an epoch (None: a full pass); a scaling study's equal-compute budget
     # uses it to give a large model a fraction of an epoch.
     steps_per_epoch: int | None = field(
@@ -165,10 +194,24 @@ class TrainingConfig:
     lr_schedule: str = field(
         default="constant",
         metadata=knob(
-            "learning-rate schedule over the run's steps: constant, cosine (to 0) or one-cycle (from lr/25 up to lr,"
-            " then down to lr/1e4); each after --warmup-epochs or --warmup-fraction",
+            "learning-rate schedule over the run's steps: constant, cosine (to 0), one-cycle (from lr/25 up to lr,"
+            " then down to lr/1e4) or wsd (warmup, stable at lr, then a linear cooldown to 0 over the last"
+            " --cooldown-fraction); each after --warmup-epochs or --warmup-fraction",
             choices=LR_SCHEDULES,
         ),
+    )
+    # The schedule's length in epochs, when it is not the epochs trained now: a clocked search trains a trial's
+    # rungs on one warmup-stable-decay schedule, so a promoted trial goes on where it stopped (None: --epochs).
+    schedule_epochs: int | None = field(
+        default=None, metadata=knob("the learning-rate schedule's length in epochs (default: --epochs)", cli=False)
+    )
+    # Validate only after these epochs (and the last one, and one the clock cuts): a clocked search scores its
+    # trials at rungs, so the epochs between them need no validation pass (None: every epoch).
+    validate_at: tuple[int, ...] | None = field(
+        default=None, metadata=knob("validate only after these epochs and the last (default: every epoch)", cli=False)
+    )
+    cooldown_fraction: float = field(
+        default=0.2, metadata=knob("--lr-schedule wsd: the share of the steps its linear cooldown takes", metavar="F")
     )
     warmup_epochs: float = field(
         default=0.0, metadata=knob("linear learning-rate warmup over E epochs (fractions allowed)", metavar="E")
@@ -208,9 +251,13 @@ class TrainingConfig:
     )
 
     def __post_init__(self) -> None:
+        check_types(self)
+        check_seconds(self.time_limit, "time_limit")
         self._check_recipe()
         if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
             raise ConfigError(f"steps per epoch must be at least 1, got {self.steps_per_epoch}")
+        if self.jit_compile not in JIT_CHOICES:
+            raise ConfigError(f"--jit-compile must be one of {', '.join(JIT_CHOICES)}, got {self.jit_compile!r}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.epochs < 1:
@@ -219,14 +266,18 @@ class TrainingConfig:
             raise ConfigError(f"batch size must be at least 1, got {self.batch_size}")
         if self.patience is not None and self.patience < 1:
             raise ConfigError(f"--patience must be at least 1, got {self.patience}")
-        if self.tta not in (1, 2, 4, 8):
-            raise ConfigError(f"--tta must be 1, 2, 4 or 8, got {self.tta}")
+        if self.tta not in TTA_VIEWS:
+            raise ConfigError(f"--tta must be one of {', '.join(map(str, TTA_VIEWS))}, got {self.tta}")
 
     def _check_recipe(self) -> None:
         if self.lr_schedule not in LR_SCHEDULES:
             raise ConfigError(f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
         if not 0 <= self.warmup_epochs <= self.epochs:
             raise ConfigError(f"--warmup-epochs must be from 0 to --epochs ({self.epochs}), got {self.warmup_epochs}")
+        if self.schedule_epochs is not None and self.schedule_epochs < self.epochs:
+            raise ConfigError(f"the schedule's {self.schedule_epochs} epochs are fewer than --epochs {self.epochs}")
+        if not 0 < self.cooldown_fraction <= 1:
+            raise ConfigError(f"--cooldown-fraction must be in (0, 1], got {self.cooldown_fraction}")
         if not 0 <= self.warmup_fraction < 1:
             raise ConfigError(f"--warmup-fraction must be in [0, 1), got {self.warmup_fraction}")
         if self.warmup_epochs and self.warmup_fraction:
@@ -253,16 +304,6 @@ def check_study_name(name: str) -> str:
     if not STUDY_NAME.match(name):
         raise ConfigError(f"--study {name!r}: use letters, digits, '.', '_' and '-' (at most 100, no leading symbol)")
     return name
-
-
-SEED_MAX = 2**32 - 1  # numpy's and scikit-learn's random_state take 0 .. 2**32 - 1
-
-
-def check_seed(seed: int) -> int:
-    """A seed every library accepts, or a one-line error naming --seed."""
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX:
-        raise ConfigError(f"--seed must be a whole number from 0 to {SEED_MAX:,}, got {seed!r}")
-    return seed
 
 
 @dataclass(frozen=True)
@@ -306,6 +347,8 @@ class DataConfig:
     )
 
     def __post_init__(self) -> None:
+        check_seed(self.seed)  # first: its message gives the range
+        check_types(self)
         if self.protocol not in PROTOCOLS:
             raise ConfigError(f"--protocol must be one of {', '.join(PROTOCOLS)}, got {self.protocol!r}")
         if self.sample is not None and self.sample < 4:
@@ -352,7 +395,19 @@ class RunSpec:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> RunSpec:
+        """A spec from its stored form (a record, a spec.json): every key known, every value of its field's type."""
+        check_keys(raw, cls, "spec")
         training = dict(raw.get("training", {}))
+        check_keys(training, TrainingConfig, "spec's training")
+        for name, kind in (("optimizer", OptimizerConfig), ("augment", AugmentConfig)):
+            part = training.get(name, {})
+            if not isinstance(part, dict):
+                raise ConfigError(f"spec's training.{name} must be a table of its settings, got {part!r}")
+            check_keys(part, kind, f"spec's training.{name}")
+        check_keys(dict(raw.get("data", {})), DataConfig, "spec's data")
+        check_keys(dict(raw.get("origin", {})), Origin, "spec's origin")
+        if not isinstance(raw.get("arch_kwargs", {}), dict):
+            raise ConfigError(f"spec's arch_kwargs must be a table of keyword arguments, got {raw['arch_kwargs']!r}")
         training["optimizer"] = OptimizerConfig(**training.get("optimizer", {}))
         training["augment"] = AugmentConfig(**training.get("augment", {}))
         return cls(

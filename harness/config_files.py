@@ -9,7 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harness.errors import ConfigError
+from harness.errors import ConfigError, HarnessError
+from harness.input_files import MB, read_input
 
 if TYPE_CHECKING:
     from harness.config import RunSpec
@@ -29,11 +30,13 @@ def read(path: str | Path) -> dict[str, Any]:
     if kind is None:
         hint = " (a run's spec.json is a target: harness run path/to/spec.json)" if path.suffix == ".json" else ""
         raise ConfigError(f"{path}: a config file is .toml, .yaml or .yml{hint}")
+    if not path.exists() and not path.is_symlink():
+        raise ConfigError(f"{path}: no such config file")
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such config file") from None
-    except (OSError, UnicodeDecodeError) as exc:
+        text = read_input(path, "config file", limit=MB).decode("utf-8")
+    except HarnessError as exc:
+        raise ConfigError(str(exc)) from None
+    except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: cannot read it: {exc}") from None
     try:
         raw = _parse_toml(text) if kind == "TOML" else _parse_yaml(text)
@@ -199,11 +202,13 @@ def read_spec(target: str) -> RunSpec:
     from harness.registry import ARCHITECTURES
 
     path = Path(target).expanduser()
+    if not path.exists() and not path.is_symlink():
+        raise ConfigError(f"{path}: no such spec.json")
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such spec.json") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raw = json.loads(read_input(path, "spec.json", limit=MB).decode("utf-8"))
+    except HarnessError as exc:
+        raise ConfigError(str(exc)) from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ConfigError(f"{path}: not a readable spec.json: {' '.join(str(exc).split())}") from None
     if not isinstance(raw, dict) or not isinstance(raw.get("architecture"), str):
         raise ConfigError(f"{path}: not a run's spec.json (no architecture)")

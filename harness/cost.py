@@ -4,22 +4,11 @@ from __future__ import annotations
 
 import functools
 import json
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-
-@dataclass(frozen=True)
-class Cost:
-    """A model's size: parameters and forward GMACs per 96x96 image (the axes a scaling study plots), the side of its
-    last spatial feature map (what its head sees), its conv layers (depth) and its most filters in one (width)."""
-
-    parameters: int
-    gmacs: float
-    feature_map: int | None = None
-    depth: int | None = None
-    width: int | None = None
+from harness.registry import Cost
 
 
 def _walk(layer: Any) -> Any:

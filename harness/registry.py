@@ -14,9 +14,22 @@ from harness.errors import HarnessError
 
 if TYPE_CHECKING:
     from harness.config import TrainingConfig
-    from harness.cost import Cost
 
 _BASE_FIELDS = ("name", "builder", "description")
+# The name an architecture gives its pretrained part: `--freeze-epochs` freezes the layers so named.
+BACKBONE = "backbone"
+
+
+@dataclass(frozen=True)
+class Cost:
+    """A model's size: parameters and forward GMACs per 96x96 image (the axes a scaling study plots), the side of its
+    last spatial feature map (what its head sees), its conv layers (depth) and its most filters in one (width)."""
+
+    parameters: int
+    gmacs: float
+    feature_map: int | None = None
+    depth: int | None = None
+    width: int | None = None
 
 
 @dataclass(frozen=True)
@@ -53,6 +66,9 @@ class SearchSpaceEntry(Entry):
     # Values a new study tries as its first trial, with every tuner: a known-sound point, so that a short search has
     # a good model early instead of whatever its first random draw costs (None: the tuner's own first draw).
     first: Mapping[str, Any] | None = None
+    # Known-sound neighbours of `first` (each a few of its values changed: learning rate, width, augmentation
+    # strength) that a clocked search tries next, cheapest first, before the tuner's own proposals.
+    portfolio: tuple[Mapping[str, Any], ...] = ()
     test: bool = False
 
 

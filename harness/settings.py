@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from collections.abc import Callable, Iterator
+from numbers import Integral, Real
 from typing import Any
 
 from harness.errors import ConfigError
@@ -26,6 +28,7 @@ def knob(
     absent: Any = None,
     preset: dict[str, Any] | None = None,
     const: Any = None,
+    nargs: str | None = None,
 ) -> dict[str, Any]:
     """The metadata of one settings field: `dataclasses.field(default=..., metadata=knob("help text"))`.
 
@@ -35,6 +38,7 @@ def knob(
     says which runs are comparable (training.budget); absent: its value in a record written before it existed.
     preset: for a nested settings field, what its own on/off flag turns on (e.g. --augment).
     const: the value of the flag given without one (e.g. `--tensorboard` alone; its value is optional).
+    nargs: argparse's, for a flag that takes several values (`--models a b`; the field holds a tuple).
     """
     return {
         "help": help,
@@ -48,6 +52,7 @@ def knob(
         "absent": absent,
         "preset": preset,
         "const": const,
+        "nargs": nargs,
     }
 
 
@@ -69,14 +74,45 @@ def positive_float(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):  # float() reads "nan" and "inf": neither is a budget, a rate or a size
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
     if value <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
     return value
 
 
-def minutes(text: str) -> float:
-    """A positive number of minutes, stored in seconds (e.g. --time-limit)."""
-    return positive_float(text) * 60
+# A duration on the command line or in a config file: minutes, as every time flag always took, or a number with a
+# unit. The library takes and stores seconds (Optuna's `timeout`, AutoGluon's `time_limit`): this is the one place
+# where the two meet.
+DURATION_UNITS = {"s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
+DURATION_HELP = "minutes, or with a unit: 90s, 15m, 1h"
+
+
+def duration(text: str) -> float:
+    """A positive duration in seconds, from minutes ('15', '1.5') or a number with a unit ('90s', '15m', '1h')."""
+    raw = str(text).strip().lower()
+    number = raw.rstrip("abcdefghijklmnopqrstuvwxyz")
+    unit = raw[len(number) :] or "m"
+    if unit not in DURATION_UNITS:
+        raise argparse.ArgumentTypeError(f"expected minutes or a duration such as 90s, 15m or 1h, got {text!r}")
+    try:
+        return positive_float(number.strip()) * DURATION_UNITS[unit]
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"expected minutes or a duration such as 90s, 15m or 1h, got {text!r}"
+        ) from None
+
+
+minutes = duration  # the earlier name of the same parser
+
+
+def check_seconds(value: object, name: str) -> float | None:
+    """A library duration (seconds): None, or a finite positive number; else a one-line error naming it."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"{name} is a duration in seconds and must be a finite positive number, got {value!r}")
+    return float(value)
 
 
 def numbers(kind: type, allow_none: bool = False) -> Callable[[str], tuple[Any, ...]]:
@@ -96,9 +132,17 @@ def numbers(kind: type, allow_none: bool = False) -> Callable[[str], tuple[Any, 
     return parse
 
 
-def seed_number(text: str) -> int:
-    from harness.config import check_seed  # config imports this module
+SEED_MAX = 2**32 - 1  # numpy's and scikit-learn's random_state take 0 .. 2**32 - 1
 
+
+def check_seed(seed: int) -> int:
+    """A seed every library accepts, or a one-line error naming --seed."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX:
+        raise ConfigError(f"--seed must be a whole number from 0 to {SEED_MAX:,}, got {seed!r}")
+    return seed
+
+
+def seed_number(text: str) -> int:
     try:
         return check_seed(int(text))
     except (ValueError, ConfigError) as exc:
@@ -237,14 +281,68 @@ def add_flags(parser: Any, cls: type, *, skip: tuple[str, ...] = ()) -> None:
                     options[key] = meta[key]
             if meta.get("const") is not None:
                 options |= {"nargs": "?", "const": meta["const"]}
+            if meta.get("nargs") is not None:
+                options |= {"nargs": meta["nargs"], "type": meta["parse"] or str}
         parser.add_argument(flag_of(f), **options)
 
 
 def given(args: argparse.Namespace, cls: type) -> dict[str, Any]:
-    """The flags of `cls`'s knobs that were given on the command line, by field name."""
-    return {name: getattr(args, name) for name in flat_names(cls) if getattr(args, name, None) is not None}
+    """The flags of `cls`'s knobs that were given on the command line, by field name (several values as a tuple)."""
+    values = {name: getattr(args, name) for name in flat_names(cls) if getattr(args, name, None) is not None}
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
 
 
 def from_args(args: argparse.Namespace, cls: type, base: Any = None) -> Any:
     """A settings object: `base` (default: the class's defaults) with the flags that were given applied."""
     return build(base if base is not None else cls(), given(args, cls))
+
+
+# --- types: a value from a config file, a spec.json or a keyword argument is checked as strictly as a flag ------
+
+
+def _type_name(kind: Any) -> str:
+    return {int: "a whole number", float: "a number", str: "text", bool: "true or false"}.get(kind, str(kind))
+
+
+def check_types(config: Any) -> None:
+    """Each field of a settings dataclass holds a value of its declared type, or a one-line error naming its flag:
+    a whole number where one is declared (not 3.5, not true), a finite number for a float, text for a string."""
+    cls = type(config)
+    hints = _hints(cls)
+    for f in dataclasses.fields(cls):
+        value = getattr(config, f.name)
+        hint = hints[f.name]
+        optional = isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union
+        kinds = [a for a in typing.get_args(hint) if a is not type(None)] if optional else [hint]
+        if value is None and optional:
+            continue
+        kind = kinds[0] if len(kinds) == 1 else None
+        name = flag_of(f) if f.metadata.get("help") else f.name
+        if kind is bool and not isinstance(value, bool):
+            raise ConfigError(f"{name} must be true or false, got {value!r}")
+        if kind is int and (isinstance(value, bool) or not isinstance(value, Integral)):
+            raise ConfigError(f"{name} must be {_type_name(int)}, got {value!r}")
+        real = isinstance(value, Real) and not isinstance(value, bool)
+        if kind is float and not (real and math.isfinite(value)):
+            raise ConfigError(f"{name} must be a finite number, got {value!r}")
+        if kind is str and not isinstance(value, str):
+            raise ConfigError(f"{name} must be {_type_name(str)}, got {value!r}")
+
+
+def check_keys(values: dict[str, Any], cls: type, where: str) -> None:
+    """A stored or hand-written mapping for a settings class names only its fields (the nearest one suggested)."""
+    allowed = [f.name for f in dataclasses.fields(cls)]
+    for name in values:
+        if name not in allowed:
+            near = difflib.get_close_matches(str(name), allowed, n=1)
+            hint = f"; did you mean {near[0]!r}?" if near else ""
+            raise ConfigError(f"{where}: unknown key {name!r}{hint}")
+
+
+def same_as(cls: type, name: str, **changes: Any) -> dict[str, Any]:
+    """The knob metadata of `cls`'s field `name`, with `changes` (another flag, fewer choices, a default said in the
+    help): a setting that another options class offers too is declared once, where it lives."""
+    for f in dataclasses.fields(cls):
+        if f.name == name:
+            return {**f.metadata, **changes}
+    raise KeyError(f"{cls.__name__} has no setting {name!r}")

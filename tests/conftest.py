@@ -22,6 +22,21 @@ os.environ["PYTHONSAFEPATH"] = "1"
 # postgres_server (session) and postgres_url (a fresh database per test): a real server, see postgres_fixture.py.
 pytest_plugins = ["postgres_fixture"]
 
+REPO = Path(__file__).resolve().parents[1]  # the checkout: examples/, docs/, pyproject.toml
+FIXTURES = Path(__file__).resolve().parent / "fixtures"  # stored reference files (a first-release store, ...)
+POSTGRES_FIXTURES = ("postgres_server", "postgres_url", "own_server")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that starts or uses a PostgreSQL server `postgres`, whether it asks for the server as a
+    fixture or is the PostgreSQL case of a parametrized test (`backend="postgresql"`), so `-m "not postgres"`
+    selects by what a test needs, not by its file."""
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        uses_fixture = any(name in getattr(item, "fixturenames", ()) for name in POSTGRES_FIXTURES)
+        if uses_fixture or any(isinstance(v, str) and v == "postgresql" for v in params.values()):
+            item.add_marker(pytest.mark.postgres)
+
 
 def write_image(path: Path, rgb: np.ndarray) -> Path:
     """Write an RGB (or any cv2-writable) array; cv2 wants BGR for 3-channel images."""

@@ -11,8 +11,8 @@ from rich.console import Console
 
 from harness.config import OptimizerConfig
 from harness.registry import ARCHITECTURES, SEARCH_SPACES
+from harness.tuning.search import SearchOptions
 from harness.tuning.space import InvalidConfiguration, Sample, Suggest
-from harness.tuning.study import SearchOptions
 from harness.workspace import Workspace
 
 TINY_ARCH = {"convs": [1], "dense": [8]}

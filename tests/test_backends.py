@@ -24,12 +24,15 @@ from harness.errors import HarnessError
 from harness.ranking.leaderboard import rank, render_text
 from harness.registry import ARCHITECTURES, build_model
 from harness.store.runs import RunStore
-from harness.training.runner import Runner, predict_probabilities
+from harness.training.inference import predict_probabilities
+from harness.training.runner import Runner
 from harness.training.train import compile_model, fit, with_input_pipeline
+
+pytestmark = pytest.mark.needs_backend
 
 BACKEND = keras.config.backend()
 BASELINES = ARCHITECTURES.names(baseline=True)
-REFERENCE = Path(__file__).parent / "data" / "backend_reference.json"
+REFERENCE = Path(__file__).parent / "fixtures" / "backend_reference.json"
 # Float32 convolutions sum in a different order on each backend (oneDNN, XLA, ATen): on CPU the baselines'
 # probabilities were seen to differ by at most 2.5e-6. The bound leaves a factor of 40 for other CPUs and versions.
 ATOL = 1e-4

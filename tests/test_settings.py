@@ -12,7 +12,7 @@ from harness.config import AugmentConfig, DataConfig, TrainingConfig
 from harness.errors import ConfigError, HarnessError
 from harness.settings import add_flags, build, flags_of, from_args, knob, knobs, positive_int
 from harness.training.budget import BUDGET_NAMES, budget_of, budget_text
-from harness.tuning.settings import StudySettings, reconcile
+from harness.tuning.study_settings import StudySettings, reconcile
 
 pytestmark = pytest.mark.backend_free
 
@@ -95,7 +95,7 @@ def test_the_budget_key_is_the_budget_fields_and_old_records_read_as_trained_wit
 
 
 def test_the_resume_hint_names_only_the_flags_that_take_baselines_to_the_study_budget():
-    from harness.tuning.study import baselines_flags
+    from harness.tuning.search import baselines_flags
 
     settings = StudySettings.from_dict({"epochs": 3, "sample": 400, "dihedral": True, "batch_size": 8})
     assert baselines_flags(settings) == "--epochs 3 --dihedral --sample 400"

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.errors import HarnessError
+from harness.settings import knob, numbers, positive_int
 
 STAGES = ("prepare", "feed", "train", "predict")
 # Least harness/seed ratio per stage (issue 5); train: no slower than the seed for the same model and batch.
@@ -15,28 +16,62 @@ MIN_PREPARE_SIZE = 20
 SEED_BATCH = 50
 
 
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(s.strip() for s in text.split(",") if s.strip())
+
+
 @dataclass(frozen=True)
 class BenchOptions:
-    """What to measure, on which images, how often."""
+    """What to measure, on which images, how often (`harness bench`'s flags and the library's keywords derive from
+    these fields)."""
 
-    data: Path | None = None
-    synthetic: int | None = None  # generate a folder of this many labelled images (test: Kaggle's proportion)
-    stages: tuple[str, ...] = STAGES
-    repeats: int = 3
-    models: tuple[str, ...] = ("seed_model2",)
-    sample: int | None = None  # labelled images for feed, train and predict (default: the folder, up to seed_limit)
-    sizes: tuple[int, ...] | None = None  # prepare at these sizes (default: sample/10, sample and the whole folder)
-    seed_limit: int = 20_000  # the seed's quadratic PrepareData runs up to here; beyond, it is extrapolated
-    steps: int = 20  # timed training steps per repeat
-    warmup: int = 3  # untimed steps first (tracing, caches)
-    predict_images: int = 1000
-    predict_batch_size: int = 512
-    knobs: bool = True  # also time the harness with mixed_bfloat16, XLA and batch 256
+    data: Path | None = field(default=None, metadata=knob("Kaggle-layout folder, e.g. kaggle", metavar="DIR"))
+    synthetic: int | None = field(  # test images in Kaggle's proportion
+        default=None, metadata=knob("generate N labelled .tif images (default: 2000)", metavar="N", parse=positive_int)
+    )
+    stages: tuple[str, ...] = field(
+        default=STAGES, metadata=knob("comma-separated (default: all four)", metavar="S,S", parse=_names)
+    )
+    repeats: int = field(default=3, metadata=knob("timings per figure; the median is shown", parse=positive_int))
+    models: tuple[str, ...] = field(
+        default=("seed_model2",),
+        metadata=knob("'baselines' or names (default model 2)", metavar="ARCH", nargs="+"),
+    )
+    sample: int | None = field(
+        default=None,
+        metadata=knob("labelled images for feed/train/predict", metavar="N", parse=positive_int),
+    )
+    sizes: tuple[int, ...] | None = field(
+        default=None,
+        metadata=knob(
+            "prepare sizes (default: sample/10, sample, the whole folder)", metavar="N,N", parse=numbers(int)
+        ),
+    )
+    seed_limit: int = field(
+        default=20_000,
+        metadata=knob(
+            "largest size for the seed's quadratic PrepareData; beyond it is extrapolated", metavar="N",
+            parse=positive_int,
+        ),
+    )  # fmt: skip
+    steps: int = field(default=20, metadata=knob("timed training steps per repeat (default 20)", parse=positive_int))
+    warmup: int = field(default=3, metadata=knob("untimed steps first (tracing, caches)", cli=False))
+    predict_images: int = field(default=1000, metadata=knob("test images predicted", metavar="N", parse=positive_int))
+    predict_batch_size: int = field(default=512, metadata=knob("prediction batch size", cli=False))
+    knobs: bool = field(
+        default=True, metadata=knob("also time mixed_bfloat16, XLA and batch-256 variants (--no-knobs skips them)")
+    )
     # Time `harness data check` and the seed's PrepareData as whole new processes on the largest size: the
     # figure a user sees (imports and all), beside the in-process stage figure; and the check's peak RSS.
-    data_check: bool = True
-    work: Path | None = None  # scratch folder (default: the system's temporary folder)
-    json_path: Path | None = None
+    data_check: bool = field(
+        default=True, metadata=knob("the `data check` subprocess and its peak RSS (--no-data-check skips it)")
+    )
+    work: Path | None = field(
+        default=None, metadata=knob("scratch folder (default: the system's); removed at the end", metavar="DIR")
+    )
+    json_path: Path | None = field(
+        default=None, metadata=knob("also write every figure to this JSON file", flag="--json", metavar="PATH")
+    )
 
     def __post_init__(self) -> None:
         unknown = [s for s in self.stages if s not in STAGES]

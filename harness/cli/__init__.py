@@ -45,7 +45,7 @@ COMMANDS = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The `harness` parser: each command module (harness.cli.<command>) adds its own subparser and handler."""
+    """The `harness` parser: each command module (harness.cli.<command>_command) adds its own subparser and handler."""
     import importlib
 
     from harness.cli import flags
@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     flags.debug(parser, default=bool(os.environ.get("HARNESS_DEBUG")))
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for command in COMMANDS:
-        importlib.import_module(f"harness.cli.{command}").add(sub)
+        importlib.import_module(f"harness.cli.{command}_command").add(sub)
     return parser
 
 
@@ -77,13 +77,25 @@ def __getattr__(name: str) -> Callable[..., int]:
     if name.startswith("cmd_") and command in COMMANDS:
         import importlib
 
-        return getattr(importlib.import_module(f"harness.cli.{command}"), name)  # type: ignore[no-any-return]
+        return getattr(importlib.import_module(f"harness.cli.{command}_command"), name)  # type: ignore[no-any-return]
     raise AttributeError(f"module 'harness.cli' has no attribute {name!r}")
+
+
+def _closed(stream: object) -> bool:
+    return stream is None or bool(getattr(stream, "closed", False))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     from harness.terminal.consoles import make_consoles
 
+    if _closed(sys.stdout) or _closed(sys.stderr):
+        # Started with a standard stream closed (`harness list >&-`): say so where possible, and do no work whose
+        # results or errors would go nowhere.
+        which = "stdout" if _closed(sys.stdout) else "stderr"
+        if not _closed(sys.stderr):
+            sys.stderr.write(f"error: {which} is closed: the command's output would be lost; run it with {which}"
+                             " open (for example redirected to a file)\n")  # fmt: skip
+        return 2
     out, err = make_consoles()  # off a terminal (a log, CI, a notebook) lines are never hard-wrapped
     # The command line, for the crash log. (Not `list(...)`: the `list` command's module shadows it here.)
     line = [*(sys.argv[1:] if argv is None else argv)]
@@ -105,7 +117,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         _print_error(err, locate(str(exc), args))
         return 2
     except KeyboardInterrupt:
-        err.print("[yellow]interrupted[/yellow]: finished runs are stored; the one in progress is marked interrupted")
+        from harness.run_records import IN_PROGRESS
+
+        if IN_PROGRESS:
+            run, study = IN_PROGRESS[-1]
+            how = (
+                f"the same `harness search` command continues study {study}"
+                if study
+                else f"`harness run {run} --resume` goes on from its last completed epoch"
+            )
+            err.print(
+                f"[yellow]interrupted[/yellow]: run {run} is marked interrupted; {how}; finished runs are stored",
+                highlight=False,
+            )
+        else:
+            err.print("[yellow]interrupted[/yellow]: finished runs are stored")
         return 130
     except BrokenPipeError:  # `harness leaderboard --format csv | head`: the reader left, nothing is wrong
         return 0

@@ -10,7 +10,10 @@ from harness.settings import positive_float, positive_int, seed_number
 __all__ = ["positive_float", "positive_int", "seed_number"]  # the argparse types, for the command modules
 
 RANKINGS = ("val_accuracy", "val_auc", "holdout_auc")
-RANKING_HELP = "ranking metric (default val_accuracy, as the card asks; ties are broken by the other metric, val_auc)"
+RANKING_HELP = (
+    "ranking metric (default val_accuracy, as the card asks, or $HARNESS_RANK_BY once set, e.g. to val_auc,"
+    " Kaggle's metric; ties are broken by the other metric, val_auc)"
+)
 
 
 def debug(parser: argparse.ArgumentParser, default: object = argparse.SUPPRESS) -> None:

@@ -7,7 +7,7 @@ import math
 import keras
 import numpy as np
 
-from harness.training.augment import dihedral
+from harness.dihedral import dihedral
 
 
 class ImageBatches(keras.utils.PyDataset):

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, clip
 
 LABELS_CSV = "train_labels.csv"
 SUBMISSION_CSV = "sample_submission.csv"
@@ -38,11 +38,6 @@ def check_plain_id(value: str, where: str) -> None:
     else:
         reason = "it contains a control character"
     raise HarnessError(f"{where}: id {clip(value)!r} is not a plain file name ({reason})")
-
-
-def clip(text: str, limit: int = 80) -> str:
-    """`text`, or its start and its length when longer than `limit`: messages stay one short line."""
-    return text if len(text) <= limit else f"{text[:limit]}...({len(text):,} characters)"
 
 
 # A surrogate that stands for an undecodable byte of a file name (os.fsdecode's surrogateescape), as repr shows it.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from harness.data.labels import (
     shown,
 )
 from harness.errors import HarnessError
+from harness.input_files import kind_of
 
 IMAGE_EXTENSIONS = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 SYNTHETIC_MARKER = "HARNESS_SYNTHETIC"
@@ -51,8 +53,10 @@ def survey(data_dir: str | Path) -> Folder:
         raise HarnessError(f"data folder {root} does not exist or is not a folder")
     labels_csv = root / LABELS_CSV
     refuse_symlink_out(root, labels_csv)
-    if not labels_csv.is_file():
+    if not labels_csv.exists() and not labels_csv.is_symlink():
         raise HarnessError(f"{labels_csv} is missing: a Kaggle data folder holds train_labels.csv, train/ and test/")
+    if (kind := kind_of(labels_csv)) is not None:
+        raise HarnessError(f"{labels_csv} is {kind}; it must be a CSV file of id,label")
     labels_bytes = labels_csv.read_bytes()
     refuse_nul(labels_csv, labels_bytes)
     train_ids, train_labels = read_labels(labels_csv, labels_bytes)
@@ -77,7 +81,10 @@ def survey(data_dir: str | Path) -> Folder:
 
     submission_csv = root / SUBMISSION_CSV
     refuse_symlink_out(root, submission_csv)
-    submission_bytes = submission_csv.read_bytes() if submission_csv.is_file() else None
+    present = submission_csv.exists() or submission_csv.is_symlink()
+    if present and (kind := kind_of(submission_csv)) is not None:  # never read as "absent": it fixes the row order
+        raise HarnessError(f"{submission_csv} is {kind}; remove it or put Kaggle's sample_submission.csv there")
+    submission_bytes = submission_csv.read_bytes() if present else None
     if submission_bytes is not None:
         refuse_nul(submission_csv, submission_bytes)
         submission_ids = read_submission_ids(submission_csv, test_ids, submission_bytes)
@@ -131,7 +138,9 @@ def scan_folder(root: Path, name: str) -> dict[str, str]:
                             f"{path} is a symlink to {target}, outside the data folder {root}; refusing it"
                         )
                 if not entry.is_file():
-                    continue
+                    # Never skipped: a test image dropped here would be a submission short of an id, silently.
+                    raise HarnessError(f"{path} {_not_a_file(path)}; an image must be a regular file: remove it or"
+                                       " put the image there")  # fmt: skip
             except OSError as e:
                 loop = e.errno == errno.ELOOP
                 what = "is a symlink loop" if loop else "cannot be read"
@@ -143,6 +152,21 @@ def scan_folder(root: Path, name: str) -> dict[str, str]:
                 raise HarnessError(f"{path}: id {shown(stem)} has two image files ({other} and {file_name})")
             found[stem] = path
     return found
+
+
+def _not_a_file(path: str) -> str:
+    """What an image-named entry is instead of a regular file, in words."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return f"is a symlink to {os.path.realpath(path)}, which does not exist"
+    if stat.S_ISDIR(mode):
+        return "is a folder"
+    if stat.S_ISFIFO(mode):
+        return "is a FIFO (a named pipe), which would block the reader"
+    if stat.S_ISSOCK(mode):
+        return "is a socket"
+    return "is a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "is not a regular file"
 
 
 def _refuse_undecodable(path: str) -> None:

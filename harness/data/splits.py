@@ -43,7 +43,11 @@ def sample_indices(labels: np.ndarray, n: int | None, seed: int, groups: np.ndar
     """
     labels = np.asarray(labels)
     total = len(labels)
-    if n is None or n >= total:
+    if n is not None and n > total:  # never recorded as a sample that was not drawn
+        raise HarnessError(
+            f"--sample {n:,} is more than the {total:,} labelled images there are; leave --sample out to use them all"
+        )
+    if n is None or n == total:
         return np.arange(total)
     classes, counts = np.unique(labels, return_counts=True)
     if n < len(classes):

@@ -10,12 +10,12 @@ import numpy as np
 import pandas as pd
 
 from harness.atomic import atomic_path, write_text
+from harness.data.submission import build_submission, expected_test_ids, write_submission
 from harness.errors import HarnessError, one_line
 from harness.ranking.leaderboard import DEFAULT_BY, RANK_BY, rank
-from harness.ranking.submission import build_submission, expected_test_ids, write_submission
-from harness.reporting import plots
-from harness.runs import new_run_id, start_run
+from harness.run_records import new_run_id, start_run
 from harness.store.runs import RunRecord, RunStore
+from harness.training import plots
 from harness.training.metrics import binary_metrics
 
 
@@ -84,8 +84,18 @@ def _read_member(record: RunRecord) -> tuple[pd.DataFrame, pd.DataFrame]:
     return val.set_index("id"), test.set_index("id")
 
 
-def blend(store: RunStore, results_dir: Path, members: list[RunRecord], by: str) -> RunRecord:
-    """Average the members' probabilities (validation and test) and store the blend with origin 'ensemble'."""
+def blend(
+    store: RunStore,
+    results_dir: Path,
+    members: list[RunRecord],
+    by: str,
+    greedy: bool = True,
+    left_out: list[str] | None = None,
+) -> RunRecord:
+    """Blend the members' probabilities (validation and test) and store the blend with origin 'ensemble'.
+
+    greedy: the members are chosen and weighted on validation (greedy_blend: a member that does not raise the
+    blend's val AUC is left out, and named in `left_out`); else the plain mean of all of them."""
     frames = [_read_member(m) for m in members]
     val_ids = frames[0][0].index
     test_ids = frames[0][1].index
@@ -93,14 +103,29 @@ def blend(store: RunStore, results_dir: Path, members: list[RunRecord], by: str)
         if set(val.index) != set(val_ids) or set(test.index) != set(test_ids):
             raise HarnessError(f"run {member.run_id} was validated or tested on other images than {members[0].run_id}")
     labels = frames[0][0].loc[val_ids, "label"].to_numpy()
-    val_probs = np.mean([val.loc[val_ids, "probability"].to_numpy() for val, _ in frames], axis=0)
-    test_probs = np.mean([test.loc[test_ids, "label"].to_numpy() for _, test in frames], axis=0)
+    vals = [val.loc[val_ids, "probability"].to_numpy() for val, _ in frames]
+    tests = [test.loc[test_ids, "label"].to_numpy() for _, test in frames]
+    weights = {i: 1 / len(members) for i in range(len(members))}
+    if greedy and len(members) > 1:
+        weights = greedy_blend(labels, vals).weights
+        for i, member in enumerate(members):
+            if i not in weights and left_out is not None:
+                left_out.append(
+                    f"left out {member.run_id} ({member.architecture}, val AUC {member.val_auc:.4f}): adding it"
+                    " never raised the blend's val AUC (greedy selection on validation, Caruana et al. 2004)"
+                )
+    chosen = sorted(weights)
+    val_probs = sum(weights[i] * vals[i] for i in chosen)
+    test_probs = sum(weights[i] * tests[i] for i in chosen)
+    shares = {members[i].run_id: round(weights[i], 6) for i in chosen}
+    members = [members[i] for i in chosen]
 
     run_id = new_run_id(f"ensemble{len(members)}")
     folder = Path(results_dir) / "runs" / run_id
     folder.mkdir(parents=True, exist_ok=True)
     member_ids = [m.run_id for m in members]
-    spec = {"architecture": "ensemble", "members": member_ids, "by": by, "data": members[0].spec.get("data")}
+    spec = {"architecture": "ensemble", "members": member_ids, "weights": shares, "by": by,
+            "data": members[0].spec.get("data")}  # fmt: skip
     start_run(
         store,
         run_id,
@@ -136,3 +161,45 @@ def blend(store: RunStore, results_dir: Path, members: list[RunRecord], by: str)
         submission=str(folder / "submission.csv"),
     )
     return store.get(run_id)
+
+
+@dataclass(frozen=True)
+class Greedy:
+    """A blend chosen on validation: member index -> how many times it was picked, and the blend's val AUC after each
+    pick (Caruana et al. 2004: forward selection with replacement, so a weight is a count)."""
+
+    counts: dict[int, int]
+    path: list[float]
+
+    @property
+    def weights(self) -> dict[int, float]:
+        total = sum(self.counts.values())
+        return {i: n / total for i, n in self.counts.items()}
+
+    def blend(self, probabilities: list[np.ndarray]) -> np.ndarray:
+        return sum(w * probabilities[i] for i, w in self.weights.items())  # type: ignore[return-value]
+
+
+def greedy_blend(labels: np.ndarray, probabilities: list[np.ndarray], rounds: int = 10) -> Greedy:
+    """Start from the best single member by val AUC; add (again, possibly) the member that raises the blend's val AUC
+    most; stop when none raises it or after `rounds` picks. A member that never helps is never in the blend."""
+    from sklearn.metrics import roc_auc_score
+
+    def auc(p: np.ndarray) -> float:
+        return float(roc_auc_score(labels, p))
+
+    singles = [auc(p) for p in probabilities]
+    first = int(np.argmax(singles))
+    counts = {first: 1}
+    total = probabilities[first].astype(np.float64)
+    path = [singles[first]]
+    for _ in range(rounds - 1):
+        n = sum(counts.values())
+        trials = [auc((total + p) / (n + 1)) for p in probabilities]
+        pick = int(np.argmax(trials))
+        if trials[pick] <= path[-1] + 1e-6:
+            break
+        counts[pick] = counts.get(pick, 0) + 1
+        total = total + probabilities[pick]
+        path.append(trials[pick])
+    return Greedy(counts, path)

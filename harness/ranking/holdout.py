@@ -10,8 +10,8 @@ import pandas as pd
 from sklearn.metrics import roc_auc_score
 
 from harness.data import clip, read_labels
+from harness.data.submission import build_submission, parse_submission
 from harness.errors import HarnessError
-from harness.ranking.submission import build_submission, parse_submission
 
 
 def read_test_labels(labels_csv: str | Path, flag: str = "--test-labels") -> pd.Series:

@@ -15,9 +15,9 @@ import pandas as pd
 
 from harness.config import DataConfig
 from harness.data import clip
+from harness.data.submission import expected_test_ids, read_submission, write_submission
 from harness.errors import HarnessError
 from harness.ranking.holdout import Holdout, add_holdout, read_test_labels  # noqa: F401 (re-exported)
-from harness.ranking.submission import expected_test_ids, read_submission, write_submission
 from harness.store.runs import RunRecord, RunStore
 from harness.terminal.tables import Column, FittedTable, pick_columns
 
@@ -59,7 +59,7 @@ def _origin(record: RunRecord) -> str:
     return record.origin
 
 
-def _val_key(record: RunRecord) -> str:
+def val_key(record: RunRecord) -> str:
     """Which validation images a run was scored on: the same data folder, data protocol and number of images.
 
     Runs share a validation set only when dataset, protocol, sample, seed, folds and validation fraction match
@@ -122,7 +122,7 @@ def rank(records: list[RunRecord], by: str = DEFAULT_BY, holdout: Holdout | None
             "dataset": r.dataset,
             "synthetic": r.synthetic,
             "created_at": r.created_at,
-            "val_key": _val_key(r),
+            "val_key": val_key(r),
             "val_set_long": _val_label(r, long=True),
         }
         for r in records
@@ -245,6 +245,20 @@ def choose_columns(text: str | None, frame: pd.DataFrame) -> list[str] | None:
     return pick_columns(text, _columns(frame))
 
 
+def markdown_cell(text: str) -> str:
+    """A table cell as Markdown reads it: a '|' would end the cell, a line end the row, so both are escaped."""
+    return " ".join(str(text).replace("\\", "\\\\").replace("|", "\\|").splitlines())
+
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # what a spreadsheet opening the CSV would run as a formula
+
+
+def csv_cell(value: object) -> object:
+    """A text cell as a spreadsheet reads it: one that starts like a formula (a study or note named '=cmd|...') is
+    prefixed with a quote, so it stays text (OWASP's CSV-injection rule); numbers and other text are unchanged."""
+    return f"'{value}" if isinstance(value, str) and value.startswith(FORMULA_STARTS) else value
+
+
 def _row_cells(row: pd.Series, columns: list[str]) -> list[str]:
     cells = [_cell(row[c], c) for c in columns]
     for metric in ("val_accuracy", "val_auc"):  # cross-validated runs show their spread over folds
@@ -299,11 +313,13 @@ def render_text(frame: pd.DataFrame, fmt: str, columns: list[str] | None = None)
     shown = columns or _columns(frame)
     out = frame[[*shown, "val_accuracy_std", "val_auc_std"]].copy() if columns is None else frame[shown].copy()
     if fmt == "csv":
+        text_columns = out.select_dtypes(include="object").columns
+        out[text_columns] = out[text_columns].map(csv_cell)
         return out.to_csv(index=False)
     if fmt == "markdown":
         header = "| " + " | ".join(shown) + " |"
         rule = "|" + "|".join("---" for _ in shown) + "|"
-        lines = ["| " + " | ".join(_row_cells(row, shown)) + " |" for _, row in frame.iterrows()]
+        lines = ["| " + " | ".join(map(markdown_cell, _row_cells(row, shown))) + " |" for _, row in frame.iterrows()]
         return "\n".join([header, rule, *lines]) + "\n"
     raise HarnessError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
 

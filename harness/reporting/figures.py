@@ -13,8 +13,8 @@ import matplotlib.pyplot as plt
 import matplotlib.ticker
 import pandas as pd
 
-from harness.reporting.plots import integer_epochs, save_figure
 from harness.store.runs import engine_url
+from harness.training.plots import integer_epochs, save_figure
 
 MIN_IMPORTANCE_TRIALS = 5  # fANOVA on fewer complete trials says nothing
 IMPORTANCE_SEED = 0

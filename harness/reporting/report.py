@@ -14,7 +14,7 @@ import pandas as pd
 from harness.atomic import write_text
 from harness.errors import HarnessError
 from harness.ranking.holdout import Holdout, holdout_note
-from harness.ranking.leaderboard import DEFAULT_BY, comparable, rank
+from harness.ranking.leaderboard import DEFAULT_BY, comparable, markdown_cell, rank, val_key
 from harness.ranking.scope import on_dataset
 from harness.reporting.figures import importance_plot, importances, progress_plot, size_plot
 from harness.reporting.html import Figure, Page, write_page
@@ -31,7 +31,7 @@ TOP_CURVES = 3  # learning curves of this many top-ranked runs on the HTML page
 OBSERVATIONAL = (
     "This verdict is observational: the search varied size together with activation, optimiser, learning rate and"
     " the rest, one seed a point. For a controlled answer, where only size varies and several seeds measure the"
-    ' noise, run `harness scale` (see the README\'s "Does a bigger network do better?").'
+    ' noise, run `harness scale` (see docs/results.md, "Does a bigger network do better?").'
 )
 
 
@@ -138,7 +138,7 @@ def _fmt(value: Any, digits: int = 4, integer: bool = False) -> str:
 def _table(frame: pd.DataFrame, columns: list[str]) -> list[str]:
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for _, row in frame.iterrows():
-        cells = (_fmt(row[c], integer=c in INTEGER_COLUMNS).replace("|", "/") for c in columns)
+        cells = (markdown_cell(_fmt(row[c], integer=c in INTEGER_COLUMNS)) for c in columns)
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -263,7 +263,7 @@ def write_report(
         md += _holdout_section(leaderboard_frame(scoped, frame, held)[0], held)
     write_text(folder / "report.md", "\n".join(md) + "\n")
     if html:
-        ranked, notes = leaderboard_frame(scoped, frame, held)
+        ranked, notes = leaderboard_frame(scoped, frame, held, study)
         page = Page(
             scope=f"{scope}. {store_text} Markdown version: `report.md` beside this page.",
             synthetic=synthetic,
@@ -291,10 +291,17 @@ RANKING = (
 
 
 def leaderboard_frame(
-    records: list[RunRecord], frame: pd.DataFrame, holdout: Holdout | None = None
+    records: list[RunRecord], frame: pd.DataFrame, holdout: Holdout | None = None, study: str | None = None
 ) -> tuple[pd.DataFrame, list[str]]:
     """`harness leaderboard`'s ranking of `records` (its default metric, its validation-set rule), with each run's
-    budget in words, and its notes on the runs it left out; with `holdout`, its holdout AUC and gap."""
+    budget in words, and its notes on the runs it left out; with `holdout`, its holdout AUC and gap. With `study`,
+    the validation set ranked is that of the study's best trial (the baselines on it beside them), not whichever
+    set the best run of all was scored on: a report on a study shows its trials."""
+    if study is not None:
+        trials = [r for r in records if r.study == study and r.status == "complete"]
+        if trials:
+            best = rank(trials, DEFAULT_BY).iloc[0]["val_key"]
+            records = [r for r in records if val_key(r) == best]
     board = comparable(rank(records, DEFAULT_BY, holdout), DEFAULT_BY)
     budgets = dict(zip(frame["run_id"], frame["budget"], strict=True))
     ranked = board.frame.assign(budget=[_budget_text(budgets[run]) for run in board.frame["run"]])

@@ -18,10 +18,11 @@ from harness.config import DataConfig, Origin, RunSpec, TrainingConfig, check_st
 from harness.cost import Cost, architecture_cost
 from harness.errors import HarnessError
 from harness.registry import ARCHITECTURES
-from harness.settings import knob, numbers, positive_float, positive_int, seed_number
+from harness.settings import knob, numbers, positive_float, positive_int, same_as
 from harness.store.runs import RunRecord, RunStore
 
 AXES = ("width", "depth", "compound")
+SCALE_PROTOCOLS = ("seed", "stratified")  # one fixed split: K folds or slide groups would vary it per point
 DEFAULT_MULTIPLIERS = (0.25, 0.5, 1.0, 2.0)
 DEFAULT_EPOCHS = (2, 6)
 MIN_WIDTH = 4  # a narrower conv is no network; multipliers that go below it are clamped and said so
@@ -55,22 +56,21 @@ class ScaleOptions:
             parse=positive_float,
         ),
     )
-    sample: int | None = field(
-        default=None, metadata=knob("a stratified subset of N labelled images", metavar="N", parse=positive_int)
+    # The data and training settings a study shares with `harness run`, declared there (config.py) once.
+    sample: int | None = field(default=None, metadata=same_as(DataConfig, "sample", budget=False))
+    protocol: str = field(
+        default="seed", metadata=same_as(DataConfig, "protocol", choices=SCALE_PROTOCOLS, budget=False)
     )
-    protocol: str = field(default="seed", metadata=knob("split (default: seed)", choices=("seed", "stratified")))
     split_seed: int = field(
         default=101,
-        metadata=knob(
-            "the split's seed; weight seeds are seed, seed+1, ...", flag="--seed", metavar="SEED", parse=seed_number
+        metadata=same_as(
+            DataConfig, "seed", flag="--seed", metavar="SEED", budget=False,
+            help="the split's seed; weight seeds are seed, seed+1, ... (0 to 4294967295)",
         ),
-    )
-    batch_size: int | None = field(
-        default=None, metadata=knob("training batch size (default: the base's)", parse=positive_int)
-    )
-    precise_bn: int | None = field(
-        default=None, metadata=knob("BatchNorm re-estimation batches (default 20)", metavar="B", parse=int)
-    )
+    )  # fmt: skip
+    batch_size: int | None = field(default=None, metadata=same_as(TrainingConfig, "batch_size", help="training batch"
+                                   " size (default: the base's)"))  # fmt: skip
+    precise_bn: int | None = field(default=None, metadata=same_as(TrainingConfig, "precise_bn", budget=False))
     study: str | None = field(
         default=None,
         metadata=knob(

@@ -7,6 +7,7 @@ import select
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -62,7 +63,26 @@ def parse(url: str) -> URL:
         raise HarnessError(f"--storage {redact(url)}: {backend} databases are not supported; {SUPPORTED}")
     if driver and driver != {"sqlite": "pysqlite", "postgresql": "psycopg2"}[backend]:
         raise HarnessError(f"--storage {redact(url)}: the {driver} driver is not supported; {SUPPORTED}")
+    if backend == "sqlite":
+        _check_persistent(url, parsed)
     return parsed
+
+
+def _check_persistent(url: str, parsed: URL) -> None:
+    """A run store keeps its records after the command ends: an in-memory SQLite database, or a file that is a
+    device, a FIFO or a folder, would lose every record (or never open), so it is refused before anything trains."""
+    database = parsed.database or ""
+    memory = database in ("", ":memory:") or database.startswith("file::memory:")
+    memory = memory or parsed.query.get("mode") == "memory" or "mode=memory" in database
+    if memory:
+        raise HarnessError(
+            f"--storage {mask(url)} is an in-memory database: every run record would be lost when the command ends;"
+            " use sqlite:///PATH (a file), or leave --storage out for sqlite:///<results>/harness.db"
+        )
+    path = Path(database.removeprefix("file:").split("?")[0])
+    if path.exists() and not path.is_file():
+        kind = "a folder" if path.is_dir() else "not a regular file (a device, FIFO or socket)"
+        raise HarnessError(f"--storage {mask(url)}: {path} is {kind}; a run store is a SQLite file")
 
 
 def engine_url(url: str) -> str:

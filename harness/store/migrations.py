@@ -8,7 +8,7 @@ Why a short list of migrations here and not Alembic (which Optuna installs):
 
 The version lives in the one-row table `harness_schema`. Stores made before versions were recorded have no such
 table: their version is read off their columns (`_unversioned`). To change `runs_table` (harness/store/runs.py), add a
-Migration that makes the same change: tests/test_migrations.py checks that a migrated first-release store has the
+Migration that makes the same change: tests/store/test_migrations.py checks that a migrated first-release store has the
 columns a new store gets.
 """
 

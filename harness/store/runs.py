@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import os
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -20,7 +18,8 @@ from sqlalchemy.exc import (
     SQLAlchemyError,
 )
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, clip
+from harness.path_guard import lexically_inside
 
 # engine_url, engine_connect_args and redact are imported from here by older callers.
 from harness.store.database import (  # noqa: F401
@@ -32,99 +31,11 @@ from harness.store.database import (  # noqa: F401
     parse,
     redact,
 )
+from harness.store.liveness import grace_seconds, pid_alive, stale_before
 from harness.store.migrations import foreign_table, migrate
+from harness.store.records import COLUMNS, PATHS, STATUSES, RunRecord, metadata, now, runs_table  # noqa: F401
 
 _T = TypeVar("_T")
-
-STATUSES = ("running", "complete", "pruned", "failed", "interrupted")
-
-metadata = sa.MetaData()
-runs_table = sa.Table(
-    "harness_runs",
-    metadata,
-    sa.Column("run_id", sa.String(120), primary_key=True),
-    sa.Column("status", sa.String(16), nullable=False, index=True),
-    sa.Column("architecture", sa.String(120), nullable=False),
-    sa.Column("origin", sa.String(32), nullable=False),
-    sa.Column("study", sa.String(200), index=True),
-    sa.Column("trial", sa.Integer),
-    sa.Column("tuner", sa.String(32)),
-    sa.Column("spec", sa.JSON, nullable=False),
-    sa.Column("hyperparameters", sa.JSON),
-    sa.Column("val_accuracy", sa.Float),
-    sa.Column("val_auc", sa.Float),
-    sa.Column("val_loss", sa.Float),
-    sa.Column("val_accuracy_std", sa.Float),
-    sa.Column("val_auc_std", sa.Float),
-    sa.Column("folds", sa.Integer),
-    sa.Column("tta", sa.Integer),
-    sa.Column("best_epoch", sa.Integer),
-    sa.Column("epochs_run", sa.Integer),
-    sa.Column("seconds", sa.Float),
-    sa.Column("images_per_second", sa.Float),
-    sa.Column("parameters", sa.BigInteger),
-    sa.Column("n_train", sa.Integer),
-    sa.Column("n_val", sa.Integer),
-    sa.Column("dataset", sa.Text),  # a path: PostgreSQL enforces VARCHAR lengths, SQLite does not
-    sa.Column("synthetic", sa.Boolean),
-    sa.Column("backend", sa.String(32)),
-    sa.Column("environment", sa.JSON),
-    sa.Column("artifacts", sa.Text),
-    sa.Column("submission", sa.Text),
-    sa.Column("error", sa.Text),
-    sa.Column("host", sa.String(255)),
-    sa.Column("pid", sa.Integer),
-    sa.Column("created_at", sa.DateTime, nullable=False),
-    sa.Column("updated_at", sa.DateTime, nullable=False),
-)
-
-
-@dataclass(frozen=True)
-class RunRecord:
-    """One row of `harness_runs`."""
-
-    run_id: str
-    status: str
-    architecture: str
-    origin: str
-    spec: dict[str, Any]
-    created_at: dt.datetime
-    updated_at: dt.datetime
-    study: str | None = None
-    trial: int | None = None
-    tuner: str | None = None
-    hyperparameters: dict[str, Any] | None = None
-    val_accuracy: float | None = None
-    val_auc: float | None = None
-    val_loss: float | None = None
-    val_accuracy_std: float | None = None
-    val_auc_std: float | None = None
-    folds: int | None = None
-    tta: int | None = None
-    best_epoch: int | None = None
-    epochs_run: int | None = None
-    seconds: float | None = None
-    images_per_second: float | None = None
-    parameters: int | None = None
-    n_train: int | None = None
-    n_val: int | None = None
-    dataset: str | None = None
-    synthetic: bool | None = None
-    backend: str | None = None
-    environment: dict[str, Any] | None = None
-    artifacts: str | None = None
-    submission: str | None = None
-    error: str | None = None
-    host: str | None = None
-    pid: int | None = None
-
-
-_COLUMNS = {f.name for f in fields(RunRecord)}
-_PATHS = ("artifacts", "submission")  # stored relative to the results folder
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
 
 
 def default_storage(results_dir: str | Path) -> str:
@@ -133,16 +44,6 @@ def default_storage(results_dir: str | Path) -> str:
 
 class StoreUnavailable(HarnessError):
     """The run store cannot be reached or did not answer in time (a server down or frozen, a lock never released)."""
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class RunStore:
@@ -160,6 +61,7 @@ class RunStore:
         if root is None and self.backend == "sqlite" and parsed.database not in (None, "", ":memory:"):
             root = Path(str(parsed.database)).parent  # harness keeps its SQLite file in the results folder
         self.root = Path(root) if root is not None else None
+        self.refused: dict[str, str] = {}  # run id -> why a path its record names was not followed
         # What messages name: the file for SQLite, the URL without its password for a server.
         self.where = parsed.database if self.backend == "sqlite" and parsed.database else redact(url)
         if self.backend == "sqlite" and parsed.database:
@@ -251,7 +153,7 @@ class RunStore:
         if self.root is None:
             return values
         root = self.root.resolve()
-        for key in _PATHS:
+        for key in PATHS:
             if values.get(key):
                 path = Path(values[key]).resolve()
                 values[key] = path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
@@ -270,21 +172,33 @@ class RunStore:
 
     def _locate(self, stored: str | None, run_id: str) -> str | None:
         """Where an artifact is now: under the results folder first; older records hold absolute paths or paths
-        relative to the folder harness ran from, so the part from `runs/<run_id>` on is looked for there too."""
+        relative to the folder harness ran from, so the part from `runs/<run_id>` on is looked for there too.
+
+        A record names files of its own run only: a path that does not lie in a `runs/<run_id>` folder inside the
+        results folder (absolute elsewhere, climbing out with `..`, or another run's) is not followed; it reads as no
+        path, and `refused` says why.
+        """
         if not stored or self.root is None:
             return stored
         path = Path(stored)
+        own = self.root / "runs" / run_id
         candidates = [] if path.is_absolute() else [self.root / path]
         if run_id in path.parts:
-            candidates.append(self.root / "runs" / Path(*path.parts[path.parts.index(run_id) :]))
-        candidates.append(path)
-        found = next((c for c in candidates if c.exists()), candidates[0])
+            candidates.append(own / Path(*path.parts[path.parts.index(run_id) + 1 :]))
+        trusted = [c for c in candidates if lexically_inside(self.root, c) and _names_run(self.root, c, run_id)]
+        if not trusted:
+            self.refused[run_id] = (
+                f"run {run_id}: its record names {clip(stored)}, outside its folder runs/{run_id} in {self.root};"
+                " not followed (an edited or damaged record)"
+            )
+            return None
+        found = next((c for c in trusted if c.exists()), trusted[0])
         return str(found)
 
     def start(self, run_id: str, **values: Any) -> None:
-        now = _now()
+        started = now()
         row = {"run_id": run_id, "status": "running", "host": socket.gethostname(), "pid": os.getpid()}
-        row |= {"created_at": now, "updated_at": now, **self._stored(values)}
+        row |= {"created_at": started, "updated_at": started, **self._stored(values)}
 
         def insert() -> None:
             try:
@@ -293,19 +207,20 @@ class RunStore:
             except IntegrityError:
                 # Tried again after a lost connection, the first insert may have landed: that row is this one.
                 mine = self._row(run_id)
-                if mine is None or (mine["host"], mine["pid"], mine["created_at"]) != (row["host"], row["pid"], now):
+                ours = (row["host"], row["pid"], started)
+                if mine is None or (mine["host"], mine["pid"], mine["created_at"]) != ours:
                     raise
 
         self._call("write to", insert)
 
     def update(self, run_id: str, **values: Any) -> None:
-        unknown = set(values) - _COLUMNS
+        unknown = set(values) - COLUMNS
         if unknown:
             raise ValueError(f"unknown run record fields: {sorted(unknown)}")
         if "status" in values and values["status"] not in STATUSES:
             raise ValueError(f"unknown status {values['status']!r}")
         values = self._stored(values)
-        self._write(runs_table.update().where(runs_table.c.run_id == run_id).values(updated_at=_now(), **values))
+        self._write(runs_table.update().where(runs_table.c.run_id == run_id).values(updated_at=now(), **values))
 
     def _row(self, run_id: str) -> Any:
         with self.engine.connect() as connection:
@@ -346,7 +261,7 @@ class RunStore:
         statement = (
             runs_table.update()
             .where(runs_table.c.run_id.in_(run_ids), runs_table.c.status == "running")
-            .values(status="failed", error=error, updated_at=_now())
+            .values(status="failed", error=error, updated_at=now())
         )
 
         def write() -> int:
@@ -355,21 +270,46 @@ class RunStore:
 
         return self._call("write to", write)
 
-    def reap_dead(self) -> int:
-        """Mark 'running' records of processes that no longer exist on this host as failed; returns how many."""
-        host = socket.gethostname()
-        query = sa.select(runs_table.c.run_id, runs_table.c.pid).where(
-            runs_table.c.status == "running", runs_table.c.host == host
+    def touch(self, run_id: str) -> None:
+        """A running run's heartbeat: its updated_at is now (liveness.RunHeartbeat calls this while it trains)."""
+        statement = (
+            runs_table.update()
+            .where(runs_table.c.run_id == run_id, runs_table.c.status == "running")
+            .values(updated_at=now())
         )
+        self._write(statement)
 
-        def read() -> list[str]:
+    def reap_dead(self) -> int:
+        """End as failed the 'running' records whose process is gone: on this host, a pid that no longer exists; on
+        any host, a record whose heartbeat stopped longer ago than the grace period (store.liveness); how many."""
+        host = socket.gethostname()
+        query = sa.select(runs_table.c.run_id, runs_table.c.pid, runs_table.c.host, runs_table.c.updated_at).where(
+            runs_table.c.status == "running"
+        )
+        cutoff = stale_before(now())
+
+        def read() -> list[tuple[str, str]]:
+            dead = []
             with self.engine.connect() as connection:
-                return [r.run_id for r in connection.execute(query) if r.pid is not None and not _pid_alive(r.pid)]
+                for r in connection.execute(query):
+                    if r.host == host and r.pid is not None:
+                        if not pid_alive(r.pid):
+                            dead.append((r.run_id, "the process running it ended without finishing (killed?)"))
+                    elif r.updated_at is not None and r.updated_at < cutoff:
+                        dead.append((r.run_id, f"its process on {r.host} stopped sending heartbeats for over"
+                                     f" {grace_seconds()} s (killed, or its machine was lost)"))  # fmt: skip
+            return dead
 
         dead = self._call("read", read)
-        for run_id in dead:
-            self.update(run_id, status="failed", error="the process running it ended without finishing (killed?)")
+        for run_id, why in dead:
+            self.fail_if_running([run_id], why)
         return len(dead)
+
+
+def _names_run(root: Path, path: Path, run_id: str) -> bool:
+    """Whether `path`, `..` resolved, lies in a folder runs/<run_id> under `root`."""
+    parts = Path(os.path.normpath(os.path.abspath(path))).relative_to(os.path.abspath(root)).parts
+    return any(parts[i : i + 2] == ("runs", run_id) for i in range(len(parts)))
 
 
 def _sqlite_pragmas(connection: Any, _record: Any) -> None:

@@ -28,3 +28,21 @@ def make_console(stderr: bool = False, file: IO[str] | None = None) -> Console:
 def make_consoles() -> tuple[Console, Console]:
     """The command's two consoles: results on stdout, progress and messages on stderr."""
     return make_console(), make_console(stderr=True)
+
+
+def fitted(
+    console: Console, parts: list[str], keep: int = 1, separator: str = "  ", drop: list[int] | None = None
+) -> str:
+    """`parts` joined into one line. On a terminal, the least important parts are left out until the line fits its
+    width (`drop`: their indices, least important first; by default the last part first; the first `keep` always
+    stay, the first cut short with '…' if need be), so no line wraps there mid-word; off a terminal (a log) every
+    part is kept: such a line is never wrapped."""
+    if not console.is_terminal:
+        return separator.join(parts)
+    width = max(20, console.width - 1)
+    order = [i for i in (drop if drop is not None else reversed(range(len(parts)))) if keep <= i < len(parts)]
+    shown = dict(enumerate(parts))
+    while order and len(separator.join(shown.values())) > width:
+        del shown[order.pop(0)]
+    line = separator.join(shown.values())
+    return line if len(line) <= width else line[: width - 1] + "…"

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import keras
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskID, TextColumn
+
+from harness.terminal.consoles import fitted
 
 
 def duration(seconds: float | None) -> str:
@@ -163,13 +166,35 @@ class TrialClock(Overall):
         return max(0.0, self._eta - (self.clock() - self._last))
 
 
+class DeadlineClock(Overall):
+    """A clocked command's whole job: how much of its --deadline is spent and left (the ETA is the clock's end)."""
+
+    name = "clock"
+
+    def __init__(self, deadline: Any, label: Callable[[], str] | None = None) -> None:
+        super().__init__(time.monotonic)
+        self.deadline = deadline
+        self._started = deadline.started
+        self.label = label
+
+    def position(self) -> str:
+        return self.label() if self.label is not None else f"{duration(self.deadline.seconds)} in all"
+
+    def remaining(self) -> float | None:
+        return max(0.0, self.deadline.left())
+
+
 def _value(logs: dict[str, Any], key: str) -> str:
     value = logs.get(key)
     return f"{float(value):.4f}" if value is not None else "-"
 
 
 class _EpochClock(keras.callbacks.Callback):
-    """What both displays share: epoch timing, this fit's ETA and the overall one."""
+    """What both displays share: epoch timing, this fit's ETA and the overall one.
+
+    async_safe: its batch-end updates run on Keras' helper thread, so a progress bar never makes a GPU wait."""
+
+    async_safe = True
 
     def __init__(self, label: str, epochs: int, console: Console, overall: Overall | None = None) -> None:
         super().__init__()
@@ -211,13 +236,21 @@ class _EpochClock(keras.callbacks.Callback):
         return (self.epochs - len(self.epoch_seconds)) * sum(self.epoch_seconds) / len(self.epoch_seconds)
 
     def epoch_line(self, epoch: int, logs: dict[str, Any]) -> str:
-        """One epoch, all on one line: the run, epoch i/n, train loss, validation scores, seconds and ETAs."""
-        line = (
-            f"{self.label}  epoch {epoch + 1}/{self.epochs}  loss {_value(logs, 'loss')}  "
-            f"val acc {_value(logs, 'val_accuracy')}  val AUC {_value(logs, 'val_auc')}  "
-            f"{self.epoch_seconds[-1]:.1f} s  eta {duration(self.eta())}"
-        )
-        return line + (f"  ({self.overall.text()})" if self.overall is not None else "")
+        """One epoch on one line: the run, epoch i/n, train loss, validation scores, seconds and ETAs (on a narrow
+        terminal the least telling of these are left out rather than wrapped)."""
+        parts = [
+            f"{self.label}  epoch {epoch + 1}/{self.epochs}",
+            f"loss {_value(logs, 'loss')}",
+            f"val acc {_value(logs, 'val_accuracy')}",
+            f"val AUC {_value(logs, 'val_auc')}",
+            f"{self.epoch_seconds[-1]:.1f} s",
+            f"eta {duration(self.eta())}",
+        ]
+        if self.overall is not None:
+            parts.append(f"({self.overall.text()})")
+        # On a narrow terminal the study's line goes first, then the times, the loss and val acc: val AUC, the
+        # metric Kaggle scores, goes last.
+        return fitted(self.console, parts, drop=[6, 5, 4, 1, 2, 3])
 
     def close(self) -> None:
         pass
@@ -339,3 +372,42 @@ def epoch_progress(
     if live and console.is_terminal and not console.is_dumb_terminal:
         return RichProgress(label, epochs, console, overall)
     return EpochLines(label, epochs, console, overall)
+
+
+PHASE_IMAGES = 5_000  # predictions of at least this many images (views counted) show their progress
+
+
+@contextlib.contextmanager
+def phase(
+    console: Console, label: str, total: int, live: bool = True, quiet: bool = False
+) -> Iterator[Callable[[int], None]]:
+    """A phase of known size outside training (predicting a test set, TTA, an ensemble's members): on a terminal a
+    live bar, elsewhere a line as it starts and one as it ends, so no minute passes in silence (quiet: neither, for
+    work too small to wait for). Yields `advance(n)`."""
+    started = time.perf_counter()
+    if quiet:
+        yield lambda n: None
+        return
+    if live and console.is_terminal and not console.is_dumb_terminal:
+        with Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed:,}/{task.total:,}"),
+            TextColumn("{task.fields[eta]}"),
+            console=console,
+            transient=True,
+        ) as bar:
+            task = bar.add_task(escape(label), total=total, eta="")
+
+            def advance(n: int) -> None:
+                bar.advance(task, n)
+                done = bar.tasks[0].completed
+                spent = time.perf_counter() - started
+                left = spent / done * (total - done) if done else None
+                bar.update(task, eta=f"eta {duration(left)}")
+
+            yield advance
+    else:
+        console.print(f"{label}: {total:,} images ...", highlight=False, markup=False)
+        yield lambda n: None
+    console.print(f"{label}: {total:,} images in {time.perf_counter() - started:.1f} s", highlight=False, markup=False)

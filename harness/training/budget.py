@@ -60,7 +60,7 @@ def budget_text(key: tuple[Any, ...]) -> str:
     epochs, steps, folds = parts.pop("epochs"), parts.pop("steps_per_epoch", None), parts.pop("folds", 1)
     augment, tta, precise_bn = parts.pop("augment", "none"), parts.pop("tta", 1), parts.pop("precise_bn", 0)
     words = [
-        f"{epochs} epochs" + (f" of {steps} steps" if steps else ""),
+        (f"{epochs} epoch" if epochs == 1 else f"{epochs} epochs") + (f" of {steps} steps" if steps else ""),
         f"protocol {parts.pop('protocol')}",
         f"sample {parts.pop('sample') or 'all'}",
         f"split seed {parts.pop('seed')}",

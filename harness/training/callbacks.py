@@ -13,6 +13,7 @@ import numpy as np
 
 from harness.data.feed import ImageBatches
 from harness.errors import ConfigError
+from harness.training.inference import predict_probabilities
 from harness.training.metrics import binary_metrics
 
 MONITOR = "val_auc"
@@ -159,15 +160,20 @@ class ExactValidation(keras.callbacks.Callback):
         batch_size: int,
         recalibrate: RecalibrateBatchNorm | None = None,
         ema: EmaWeights | None = None,
+        only_after: tuple[int, ...] | None = None,
+        last_epoch: int | None = None,
     ) -> None:
         super().__init__()
         if val.labels is None:
             raise ValueError("validation batches need labels")
+        self.only_after = set(only_after) if only_after is not None else None  # None: every epoch
+        self.last_epoch = last_epoch
         self.val = val
         self.batch_size = batch_size
         self.recalibrate = recalibrate
         self.ema = ema
         self.seconds: list[float] = []
+        self.images = 0  # validated per epoch (what a clock reads a prediction speed from)
 
     def set_model(self, model: keras.Model) -> None:
         super().set_model(model)
@@ -175,10 +181,12 @@ class ExactValidation(keras.callbacks.Callback):
             self.recalibrate.set_model(model)
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        from harness.training.runner import (
-            predict_probabilities,  # the runner's own prediction loop (it imports this module)
-        )
-
+        done = epoch + 1
+        skip = self.only_after is not None and done not in self.only_after and done != self.last_epoch
+        if skip and not self.model.stop_training:  # an epoch between rungs: scored by no one, so not validated
+            if logs is not None:
+                logs.update({"val_accuracy": math.nan, "val_auc": math.nan, "val_loss": math.nan})
+            return
         started = time.perf_counter()
         if self.ema is not None:
             self.ema.swap_in(self.model)  # BatchNorm is re-estimated for, and validation scores, the average
@@ -186,6 +194,7 @@ class ExactValidation(keras.callbacks.Callback):
             self.recalibrate.recalibrate()
         assert self.val.labels is not None
         probs = predict_probabilities(self.model, self.val.images, self.val.indices, self.batch_size)
+        self.images = len(self.val.indices)
         labels = self.val.labels[self.val.indices]
         if np.isfinite(probs).all():
             scores = binary_metrics(labels, probs)
@@ -197,7 +206,12 @@ class ExactValidation(keras.callbacks.Callback):
 
 
 class StopOnNonFiniteLoss(keras.callbacks.Callback):
-    """Fail the run at the first NaN or infinite batch loss, instead of training on garbage."""
+    """Fail the run at the first NaN or infinite batch loss, instead of training on garbage.
+
+    async_safe: Keras runs it on a helper thread, so reading the loss never makes the training loop wait for the
+    device (a NaN raised there is raised again in the loop at the next batch)."""
+
+    async_safe = True
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         loss = (logs or {}).get("loss")
@@ -221,6 +235,67 @@ class TimeLimit(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         if self._start is not None and time.perf_counter() - self._start >= self.seconds:
+            self.stopped = True
+            self.model.stop_training = True
+
+
+class DeadlineStop(keras.callbacks.Callback):
+    """--deadline inside a fit: stop after the batch at which the clock has no more time left than what must follow.
+
+    What follows training is predicted from measurements: the last epoch's validation and the run's own predictions
+    (`images_after` images at the measured prediction speed: ExactValidation's seconds per image, or a third of a
+    training step's per image before any validation ran), a few seconds to save, and `reserve()`, the time the
+    caller keeps for what comes after this run (a search's endgame). Checked after every batch, so a long epoch is cut
+    where the clock says, not after it.
+    """
+
+    SAVE_SECONDS = 3.0  # model.keras, history, plots
+    PREDICT_OVER_TRAIN = 3.0  # forward-only images per second against training's, before one is measured
+
+    def __init__(
+        self,
+        deadline: Any,
+        images_after: int,
+        validation: ExactValidation | None = None,
+        reserve: Any = None,
+    ) -> None:
+        super().__init__()
+        self.deadline = deadline
+        self.images_after = images_after
+        self.validation = validation
+        self.reserve = reserve
+        self.stopped = False
+        self._last: float | None = None
+        self._batch_seconds: list[float] = []
+        self.batch_images = 1
+
+    def seconds_after(self) -> float:
+        """What the run needs once training stops (see the class): the epoch's validation as the last one took
+        (BatchNorm re-estimation included), then the rest of `images_after` at a third of a training step each."""
+        if len(self._batch_seconds) < 2:  # the first batch traces the training step: no speed yet
+            return self.SAVE_SECONDS + (float(self.reserve()) if self.reserve is not None else 0.0)
+        per_image = float(np.median(self._batch_seconds[1:])) / self.batch_images / self.PREDICT_OVER_TRAIN
+        validated = self.validation.images if self.validation is not None else 0
+        if self.validation is not None and self.validation.seconds:
+            validating = self.validation.seconds[-1]
+        else:
+            validating = validated * per_image
+        predicting = max(0, self.images_after - validated) * per_image
+        extra = float(self.reserve()) if self.reserve is not None else 0.0
+        return validating + predicting + self.SAVE_SECONDS + extra
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._last = None  # validation ran between the last batch and this one: not a batch's time
+
+    def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        # Timed from one batch's start to the next, on the training loop's own thread: it reads no metric, so it
+        # never waits for the device (the batch-end callbacks are dispatched asynchronously, see async_safe).
+        now = time.perf_counter()
+        if self._last is not None:
+            recent = self._batch_seconds[1:][-49:]  # the first (tracing) batch, and the latest ones
+            self._batch_seconds = [*self._batch_seconds[:1], *recent, now - self._last]
+        self._last = now
+        if self.deadline.left() <= self.seconds_after():
             self.stopped = True
             self.model.stop_training = True
 

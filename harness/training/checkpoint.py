@@ -16,6 +16,8 @@ import numpy as np
 import pandas as pd
 
 from harness.atomic import atomic_path, write_text
+from harness.path_guard import really_inside
+from harness.training.checkpoint_state import DamagedCheckpoint, check_state, field_names, read_raw
 
 CHECKPOINT = "checkpoint"  # the folder beside a fit's model.keras
 STATE = "state.json"  # written last: it names the epoch whose files are complete
@@ -26,6 +28,7 @@ class FitState:
     """What a fit had done after its last completed epoch (the history rows, the kept epoch, the patience count)."""
 
     epoch: int = 0  # completed epochs
+    start_epoch: int = 0  # epochs trained before this run's own (continued from a parent's checkpoint)
     rows: list[dict[str, Any]] = field(default_factory=list)  # history.csv's rows so far
     train_seconds: list[float] = field(default_factory=list)
     best: float = -math.inf
@@ -36,12 +39,19 @@ class FitState:
     stopped_by_time_limit: bool = False
 
 
-def read_state(folder: Path) -> FitState | None:
-    """The checkpoint's state, or None where there is none (a fresh fit, or one killed in its first epoch)."""
+def read_state(folder: Path, epochs: int | None = None, patience: int | None = None) -> FitState | None:
+    """The checkpoint's state, or None where there is none (a fresh fit, or one killed in its first epoch). It is
+    checked first (checkpoint_state): keys, types, ranges, at most `epochs`, agreeing with its own history, and
+    naming weights that exist; a state that fails is one line that names the file."""
     path = Path(folder) / STATE
     if not path.exists():
         return None
-    raw = json.loads(path.read_text())
+    raw = check_state(path, read_raw(path), field_names(FitState), epochs, patience)
+    if raw.get("epoch"):
+        for name in (f"epoch{raw['epoch']}.weights.h5", f"epoch{raw['epoch']}.extra.npz"):
+            if not (Path(folder) / name).is_file():
+                raise DamagedCheckpoint(f"checkpoint {path}: names epoch {raw['epoch']}, but {name} is missing")
+    raw = {"start_epoch": 0 if raw.get("rows") or not raw.get("epoch") else raw["epoch"], **raw}
     raw["best"] = -math.inf if raw.get("best") is None else raw["best"]
     return FitState(**raw)
 
@@ -113,7 +123,7 @@ class Checkpoint(keras.callbacks.Callback):
         state.best, state.best_epoch = owner.best.best, owner.best.best_epoch
         if owner.patience is not None:
             state.wait, state.wait_best = owner.patience.wait, _number(owner.patience.best)
-        state.stopped_by_time_limit = bool(owner.limit is not None and owner.limit.stopped)
+        state.stopped_by_time_limit = owner.stopped_by_clock  # --time-limit or --deadline
         state.finished = bool(self.model.stop_training) or state.epoch >= owner.epochs
         if self.history is not None:  # first: the log is never behind the checkpoint (a resume rewrites it)
             write_history(state.rows, self.history)
@@ -155,10 +165,13 @@ def _bytes(found: Path) -> int:
     return sum(f.stat().st_size for f in found.rglob("*") if f.is_file())
 
 
-def delete_checkpoints(folder: Path) -> int:
-    """Remove every fit's checkpoint under a run's folder; the bytes freed."""
+def delete_checkpoints(folder: Path, results: Path) -> int:
+    """Remove every fit's checkpoint under a run's folder; the bytes freed. A checkpoint whose real place is outside
+    the results folder (a run folder moved elsewhere and linked back) is left where it is."""
     freed = 0
     for found in _checkpoints(folder):
+        if not really_inside(results, found):
+            continue
         freed += _bytes(found)
         shutil.rmtree(found, ignore_errors=True)
     return freed
@@ -190,10 +203,29 @@ def continue_from(parent: Path, child: Path) -> int | None:
             seeds = {key: extra[key] for key in extra.files if key.startswith("seed")}
         with atomic_path(target / f"epoch{n}.extra.npz") as tmp, open(tmp, "wb") as out:
             np.savez(out, best_count=np.asarray(0), **seeds)
-        write_text(target / STATE, json.dumps({**asdict(FitState(epoch=n)), "best": None}))  # last: names the set
+        # Last: it names the set. start_epoch: the epochs before the child's own history begins.
+        write_text(target / STATE, json.dumps({**asdict(FitState(epoch=n, start_epoch=n)), "best": None}))
     return min(state.epoch for state in states if state is not None)
 
 
 def has_checkpoint(folder: Path) -> bool:
     """Whether any fit of the run in `folder` completed an epoch (its state names one)."""
     return any((p / STATE).exists() for p in _checkpoints(folder))
+
+
+def reopen(folder: Path, results: Path) -> int:
+    """Let every fit of a finished run go on (a clocked search promotes a trial to its next rung): its checkpoints,
+    checked first, say "not finished" again; the epoch they completed is returned (the smallest over folds)."""
+    epochs = []
+    for found in _checkpoints(folder):
+        if not really_inside(results, found):
+            raise DamagedCheckpoint(f"checkpoint {found} lies outside the results folder {results}; not reopened")
+        state = read_state(found)
+        if state is None:
+            raise DamagedCheckpoint(f"checkpoint {found} completed no epoch; nothing to go on from")
+        raw = json.loads((found / STATE).read_text())
+        write_text(found / STATE, json.dumps({**raw, "finished": False, "stopped_by_time_limit": False}))
+        epochs.append(state.epoch)
+    if not epochs:
+        raise DamagedCheckpoint(f"run folder {folder} kept no checkpoint to go on from")
+    return min(epochs)

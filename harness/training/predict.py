@@ -3,115 +3,22 @@
 from __future__ import annotations
 
 import re
-import zipfile
 from pathlib import Path
 
-import keras
 import numpy as np
 
 from harness.backend import fused_elementwise
-from harness.data import IMAGE_SHAPE
-from harness.errors import HarnessError, one_line
-from harness.ranking.submission import build_submission, write_submission
+from harness.data.submission import build_submission, write_submission
+from harness.errors import HarnessError
 from harness.store.runs import redact
-from harness.training.runner import predict_probabilities
+from harness.terminal.progress import PHASE_IMAGES, phase
+from harness.training.inference import predict_probabilities
+from harness.training.portable import load_model_safely
 from harness.training.stain_norm import StainReference, normalise_all
 from harness.workspace import Workspace
 
-MB = 1 << 20
-# What a model archive may inflate to, checked from the zip's declared sizes before Keras reads a byte of it.
-# Keras stores its members uncompressed (a ratio of 1); a config of a few thousand layers is well under 1 MB.
-MAX_JSON_MEMBER = 8 * MB  # config.json, metadata.json
-MAX_MEMBERS = 1000
-MAX_TOTAL = 4096 * MB  # weights of 1 billion float32 parameters: far beyond any PCam model
-SLACK = 64 * MB  # besides MAX_INFLATION times the archive's own size
-MAX_INFLATION = 16
-
 # A run's model is <results>/runs/<run_id>/model.keras, or runs/<run_id>/fold<k>/model.keras in K-fold runs.
 _FOLD = re.compile(r"fold\d+")
-
-
-def check_archive(path: Path) -> None:
-    """Refuse a model archive whose members would inflate beyond sane model sizes (a zip bomb), from the sizes the
-    zip declares: zipfile never yields more than the declared size, so this bounds what loading can read."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            members = archive.infolist()
-    except (zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise HarnessError(f"{path} is not a Keras 3 model file (.keras, a zip archive): {one_line(exc)}") from None
-    if len(members) > MAX_MEMBERS:
-        raise HarnessError(f"{path}: refused: {len(members):,} archive members (a Keras model has a few)")
-    for member in members:
-        if member.filename.endswith(".json") and member.file_size > MAX_JSON_MEMBER:
-            raise HarnessError(
-                f"{path}: refused: {member.filename} would inflate to {member.file_size / MB:,.1f} MB"
-                f" (at most {MAX_JSON_MEMBER // MB} MB is read from a model's .json members)"
-            )
-    total = sum(m.file_size for m in members)
-    limit = min(MAX_TOTAL, SLACK + MAX_INFLATION * path.stat().st_size)
-    if total > limit:
-        raise HarnessError(
-            f"{path}: refused: its members would inflate to {total / MB:,.1f} MB from a"
-            f" {path.stat().st_size / MB:,.1f} MB archive (at most {SLACK // MB} MB + {MAX_INFLATION}x the archive's"
-            f" size, {MAX_TOTAL // MB:,} MB in all, is read from a model archive)"
-        )
-
-
-def load_model_safely(path: Path) -> keras.Model:
-    """Load a `.keras` file without running any code it carries: a Lambda layer is refused, not executed."""
-    if not path.is_file():
-        raise HarnessError(f"model file {path} does not exist")
-    if path.suffix != ".keras" or not zipfile.is_zipfile(path):
-        raise HarnessError(f"{path} is not a Keras 3 model file (.keras, a zip archive)")
-    check_archive(path)
-    # The harness's own layers (augmentation) must be registered to load; importing them runs no file content.
-    import harness.training.augment  # noqa: F401
-    from harness.registry import ARCHITECTURES
-
-    ARCHITECTURES.discover()
-    try:
-        # safe_mode=True is Keras's default; it is spelled out because it is the whole point of this function.
-        model = keras.saving.load_model(path, compile=False, safe_mode=True)
-    except Exception as exc:  # Keras raises ValueError, KeyError, TypeError... for bad archives
-        text = str(exc)
-        if "Lambda" in text or "arbitrary code" in text:
-            raise HarnessError(
-                f"{path}: refused: it holds a Lambda layer (Python code), which safe mode never runs; "
-                "rebuild the model without Lambda layers"
-            ) from None
-        raise HarnessError(f"{path}: cannot load the model ({one_line(exc)[:300]})") from None
-    if not isinstance(model, keras.Model):
-        raise HarnessError(f"{path} holds a {type(model).__name__}, not a Keras model")
-    check_shapes(model, path)
-    return model
-
-
-def _shape_text(shape: object) -> str:
-    return str(tuple(shape)).replace("None", "N") if isinstance(shape, tuple | list) else str(shape)  # type: ignore[arg-type]
-
-
-def check_shapes(model: keras.Model, path: Path) -> None:
-    """96x96x3 pixels in, one probability per image out ((N, 1), (N,), or a two-class softmax (N, 2)), before any
-    image is predicted."""
-    try:
-        input_shape, output_shape = model.input_shape, model.output_shape
-    except AttributeError:  # a Sequential model saved before it was built has neither
-        raise HarnessError(
-            f"{path}: the model has no input shape (a Sequential model saved unbuilt); "
-            "start it with keras.Input((96, 96, 3)) and save it again"
-        ) from None
-    shape = tuple(input_shape[1:]) if not isinstance(input_shape, list) else None
-    if shape != IMAGE_SHAPE:
-        raise HarnessError(f"{path}: the model takes inputs of shape {shape}, not 96x96x3 pixels")
-    outputs = model.outputs or []
-    if len(outputs) != 1:
-        raise HarnessError(f"{path}: the model has {len(outputs)} outputs; harness predict needs one")
-    per_image = tuple(output_shape[1:]) if isinstance(output_shape, tuple) else None
-    if per_image not in ((), (1,), (2,), (None,)):
-        raise HarnessError(
-            f"{path}: the model outputs shape {_shape_text(output_shape)}, not one probability per image:"
-            " (N, 1), (N,) or a two-class softmax (N, 2)"
-        )
 
 
 def run_data_folder(model_path: Path, workspace: Workspace) -> Path:
@@ -134,7 +41,13 @@ def run_data_folder(model_path: Path, workspace: Workspace) -> Path:
 
 
 def predict_submission(
-    model_path: Path, workspace: Workspace, out: Path, tta: int = 1, stain_normalise: bool = False
+    model_path: Path,
+    workspace: Workspace,
+    out: Path,
+    tta: int = 1,
+    stain_normalise: bool = False,
+    named: bool = False,
+    progress: bool = True,
 ) -> Path:
     """Predict the workspace's test images with a saved model; validate, then write the submission atomically.
 
@@ -153,12 +66,18 @@ def predict_submission(
         except ValueError as exc:
             raise HarnessError(f"--stain-normalise: {dataset.root / 'train'}: {exc}") from None
         images = normalise_all(images, reference)
+    label = f"predicting {dataset.root / 'test'}" + (f" with TTA {tta}" if tta > 1 else "")
+    live = progress and len(dataset.test) * tta >= PHASE_IMAGES  # a few seconds' work needs no progress lines
     try:
-        with fused_elementwise():  # TensorFlow: XLA fuses the element-wise ops oneDNN leaves unfused (PReLU)
+        with (
+            fused_elementwise(),
+            phase(workspace.console, label, len(dataset.test) * tta, live, quiet=not live) as advance,
+        ):
+            # TensorFlow: XLA fuses the element-wise ops oneDNN leaves unfused (PReLU)
             probabilities = predict_probabilities(
-                model, images, np.arange(len(dataset.test)), tta=tta, two_class_softmax=True
+                model, images, np.arange(len(dataset.test)), tta=tta, two_class_softmax=True, advance=advance
             )
     except HarnessError as exc:  # an output that its declared shape did not give away
         raise HarnessError(f"{model_path}: {exc}") from None
     submission = build_submission(list(dataset.test.ids), probabilities, dataset.submission_ids)
-    return write_submission(submission, out, dataset.submission_ids)
+    return write_submission(submission, out, dataset.submission_ids, named=named)

@@ -7,7 +7,7 @@ import json
 import os
 import socket
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,21 +19,24 @@ from rich.console import Console
 
 from harness.atomic import atomic_path, write_text
 from harness.backend import forget_traced_gradients
+from harness.clock import Deadline
 from harness.config import RunSpec
 from harness.data import Dataset
 from harness.data.feed import ImageBatches
 from harness.data.splits import Split, make_splits
+from harness.data.submission import build_submission, write_submission
 from harness.errors import HarnessError, one_line
-from harness.portable import save_model
-from harness.ranking.submission import build_submission, write_submission
-from harness.reporting import plots
-from harness.runs import new_run_id, start_run
+from harness.path_guard import refuse_outside
+from harness.run_records import IN_PROGRESS, new_run_id, start_run
+from harness.store.liveness import RunHeartbeat
 from harness.store.runs import RunRecord, RunStore
-from harness.terminal.progress import Overall, display_label, epoch_progress
-from harness.training.augment import TTA_TRANSFORMS
-from harness.training.callbacks import tensorboard_logs
-from harness.training.checkpoint import CHECKPOINT, delete_checkpoints, has_checkpoint
+from harness.terminal.progress import PHASE_IMAGES, Overall, display_label, epoch_progress, phase
+from harness.training import plots
+from harness.training.callbacks import DeadlineStop, tensorboard_logs
+from harness.training.checkpoint import CHECKPOINT, delete_checkpoints, has_checkpoint, reopen
+from harness.training.inference import predict_probabilities
 from harness.training.metrics import binary_metrics
+from harness.training.portable import load_model_safely, save_model
 from harness.training.train import FitResult, build_core, compile_model, fit, model_input_shape, with_input_pipeline
 
 
@@ -49,6 +52,13 @@ class Runner:
     overall: Overall | None = None  # the whole job's ETA (all runs, all trials), shown beside each fit's
     save_optimizer: bool = False  # keep the optimiser's state in model.keras (Adam: twice the weights' size)
     keep_checkpoints: bool = False  # keep a finished run's per-epoch checkpoint (training.checkpoint)
+    # The command's clock (--deadline): a fit stops where the clock leaves only what must follow it, `reserve()`
+    # seconds included (a search's endgame); None: no clock.
+    deadline: Deadline | None = None
+    reserve: Callable[[], float] | None = None
+    # False: validate only, and predict the test set later, once the run is worth submitting (predict_test_set);
+    # a clocked search's rungs do so, since a Kaggle test set is four times the validation set.
+    predict_test: bool = True
 
     def __post_init__(self) -> None:
         self.results_dir = Path(self.results_dir)
@@ -78,14 +88,23 @@ class Runner:
         folder = self.results_dir / "runs" / run_id
         if resume:
             folder = Path(self.store.get(run_id).artifacts or folder)
+        refuse_outside(self.results_dir, folder, f"write the files of run {run_id}")
+        splits = self.splits_for(spec)  # before anything is written: a refused split leaves no empty run folder
         folder.mkdir(parents=True, exist_ok=True)
-        splits = self.splits_for(spec)
         if resume:
-            self.store.update(run_id, status="running", error=None, host=socket.gethostname(), pid=os.getpid())
+            self.store.update(
+                run_id, status="running", error=None, host=socket.gethostname(), pid=os.getpid(), spec=spec.to_dict()
+            )
+            write_text(folder / "spec.json", json.dumps(spec.to_dict(), indent=2, default=str))
         else:
             self._start(run_id, spec, folder, splits, hyperparameters)
+        entry = (run_id, spec.origin.study)
+        IN_PROGRESS.append(entry)
         try:
-            values = self._cross_validate(spec, splits, folder, callbacks)
+            # The record beats while the run trains: another host sees a killed run's record go silent.
+            with RunHeartbeat(lambda: self.store.touch(run_id)):
+                values = self._cross_validate(spec, splits, folder, callbacks)
+            IN_PROGRESS.remove(entry)
         except KeyboardInterrupt:
             self.store.update(run_id, status="interrupted", error="interrupted by the user (Ctrl-C)")
             raise
@@ -100,15 +119,24 @@ class Runner:
             self.store.update(run_id, status="complete", **values)
             self._drop_checkpoints(folder)
         finally:
+            if entry in IN_PROGRESS and not _interrupted():
+                IN_PROGRESS.remove(entry)
             # Keep memory flat across many runs in one process (a 50-trial search, a list of architectures).
             keras.backend.clear_session()
             forget_traced_gradients()
         return self.store.get(run_id)
 
+    def extend(self, run_id: str, spec: RunSpec, callbacks: Sequence[keras.callbacks.Callback] = ()) -> RunRecord:
+        """Train a complete run further under its own id, from its checkpoint: `spec` is its spec with more epochs
+        (or another schedule for them). Its history goes on; no epoch it trained is trained again."""
+        record = self.store.get(run_id)
+        reopen(Path(record.artifacts or ""), self.results_dir)
+        return self.run(spec, callbacks=callbacks, run_id=run_id, resume=True)
+
     def _drop_checkpoints(self, folder: Path) -> None:
         """A finished run needs no checkpoint (Adam: about three times the weights) unless asked to keep it."""
         if not self.keep_checkpoints:
-            delete_checkpoints(folder)
+            delete_checkpoints(folder, self.results_dir)
 
     def _start(
         self, run_id: str, spec: RunSpec, folder: Path, splits: list[Split], hyperparameters: dict[str, Any] | None
@@ -147,9 +175,8 @@ class Runner:
             val_probs.append(probs)
             fold_metrics.append(binary_metrics(train_set.labels[split.val], probs))
             fits.append(result)
-            test_probs += predict(model, self.dataset.test.images, np.arange(len(self.dataset.test)), spec) / len(
-                splits
-            )
+            if self.predict_test:
+                test_probs += self._predict_test(model, spec) / len(splits)
             parameters = int(model.count_params())
             del model
             keras.backend.clear_session()
@@ -163,8 +190,8 @@ class Runner:
                 frame["fold"] = np.repeat(np.arange(1, len(splits) + 1), [len(s.val) for s in splits])
             frame.to_csv(tmp, index=False, float_format="%.6f")
         plots.roc(labels, probs, f"{spec.architecture} ({folder.name})", folder / "roc.png")
-        submission = build_submission(list(self.dataset.test.ids), test_probs, self.dataset.submission_ids)
-        write_submission(submission, folder / "submission.csv", self.dataset.submission_ids)
+        if self.predict_test:
+            self._write_submission(test_probs, folder)
 
         spread = pd.DataFrame(fold_metrics)
         values: dict[str, Any] = {key: float(spread[key].mean()) for key in spread}
@@ -181,8 +208,47 @@ class Runner:
             "seconds": seconds,
             "images_per_second": float(np.mean([f.images_per_second for f in fits])),
             "parameters": parameters,
-            "submission": str(folder / "submission.csv"),
+            "submission": str(folder / "submission.csv") if self.predict_test else None,
         }
+
+    def _predict_test(self, model: keras.Model, spec: RunSpec) -> np.ndarray:
+        """The test set's probabilities; a long prediction (a Kaggle test set, TTA) shows its progress."""
+        n, tta = len(self.dataset.test), spec.training.tta
+        indices = np.arange(n)
+        if n * tta < PHASE_IMAGES:
+            return predict(model, self.dataset.test.images, indices, spec)
+        assert self.console is not None
+        label = f"{spec.architecture}: test set" + (f", TTA {tta}" if tta > 1 else "")
+        with phase(self.console, label, n * tta, self.progress) as advance:
+            return predict_probabilities(
+                model, self.dataset.test.images, indices, spec.training.predict_batch_size, tta, advance=advance
+            )
+
+    def _write_submission(self, test_probs: np.ndarray, folder: Path) -> Path:
+        submission = build_submission(list(self.dataset.test.ids), test_probs, self.dataset.submission_ids)
+        return write_submission(submission, folder / "submission.csv", self.dataset.submission_ids)
+
+    def predict_test_set(self, run_id: str, tta: int | None = None) -> RunRecord:
+        """A complete run's test predictions, made now from its saved model(s) (one per fold, averaged), with its own
+        TTA or `tta`: for a run trained with predict_test=False, once it is worth submitting."""
+        record = self.store.get(run_id)
+        folder = Path(record.artifacts or "")
+        refuse_outside(self.results_dir, folder, f"write the submission of run {run_id}")
+        spec = RunSpec.from_dict(record.spec)
+        if tta is not None:
+            spec = dataclasses.replace(spec, training=dataclasses.replace(spec.training, tta=tta))
+        models = sorted(folder.glob("model.keras")) or sorted(folder.glob("fold*/model.keras"))
+        if not models:
+            raise HarnessError(f"run {run_id} has no model.keras in {folder} to predict the test set with")
+        test_probs = np.zeros(len(self.dataset.test))
+        for path in models:
+            model = load_model_safely(path)
+            test_probs += self._predict_test(model, spec) / len(models)
+            del model
+            keras.backend.clear_session()
+        written = self._write_submission(test_probs, folder)
+        self.store.update(run_id, submission=str(written))
+        return self.store.get(run_id)
 
     def _fit(
         self, spec: RunSpec, split: Split, folder: Path, callbacks: Sequence[keras.callbacks.Callback], label: str
@@ -211,8 +277,12 @@ class Runner:
         assert self.console is not None
         extra = [*callbacks, *tensorboard_logs(spec.training.tensorboard, self.results_dir, folder)]
         extra.append(epoch_progress(shown, spec.training.epochs, self.console, self.progress, self.overall))
+        clock = None
+        if self.deadline is not None:
+            after = 2 * len(split.val) + (len(self.dataset.test) * spec.training.tta if self.predict_test else 0)
+            clock = DeadlineStop(self.deadline, after, reserve=self.reserve)
         # Each epoch is checkpointed and history.csv grows by a row; a checkpoint left by a killed run is resumed.
-        result = fit(model, train, val, spec.training, extra, folder / CHECKPOINT, folder / "history.csv")
+        result = fit(model, train, val, spec.training, extra, folder / CHECKPOINT, folder / "history.csv", clock)
 
         probs = predict(model, train_set.images, split.val, spec)
         folder.mkdir(parents=True, exist_ok=True)
@@ -230,60 +300,6 @@ class Runner:
 def predict(model: keras.Model, images: np.ndarray, indices: np.ndarray, spec: RunSpec) -> np.ndarray:
     """Probabilities for `images[indices]`, in that order, in large batches, averaged over the spec's TTA."""
     return predict_probabilities(model, images, indices, spec.training.predict_batch_size, spec.training.tta)
-
-
-def predict_probabilities(
-    model: keras.Model,
-    images: np.ndarray,
-    indices: np.ndarray,
-    batch_size: int = 512,
-    tta: int = 1,
-    two_class_softmax: bool = False,
-) -> np.ndarray:
-    """The mean probability over the TTA views of `images[indices]`, in their order, one predict_on_batch a batch.
-
-    The model must output one probability per image, (N, 1) or (N,); with `two_class_softmax`, a (N, 2) softmax
-    is also taken, as its column 1 (class 1). Any other output is a HarnessError naming its shape: several values
-    per image are never flattened into the list of probabilities.
-
-    A plain loop rather than `model.predict`: on TensorFlow's CPU build, predict's input pipeline stalled for
-    seconds at random (half the throughput in 2 of 5 calls, measured on seed_model2). The last batch is padded
-    to full size, so no second shape is traced (TensorFlow) or compiled (JAX).
-    """
-    total = np.zeros(len(indices))
-    for k in TTA_TRANSFORMS[tta]:
-        batches = ImageBatches(images, indices, batch_size=batch_size, transform=k)
-        for i in range(len(batches)):
-            x = batches[i]
-            n = len(x)
-            if n < batch_size and len(batches) > 1:
-                x = np.concatenate([x, np.zeros((batch_size - n, *x.shape[1:]), dtype=x.dtype)])
-            probs = _one_probability_per_image(model.predict_on_batch(x), len(x), two_class_softmax)
-            total[i * batch_size : i * batch_size + n] += probs[:n]
-    return total / len(TTA_TRANSFORMS[tta])
-
-
-def _one_probability_per_image(output: Any, n: int, two_class_softmax: bool) -> np.ndarray:
-    """The (n,) probabilities in one batch's model output, or a HarnessError that names the output's shape."""
-    if isinstance(output, dict | list | tuple):
-        values = list(output.values()) if isinstance(output, dict) else list(output)
-        if len(values) != 1:
-            raise HarnessError(f"the model has {len(values)} outputs; one probability per image is needed")
-        output = values[0]
-    probs = np.asarray(output, dtype=np.float64)
-    shape = "(" + ", ".join(["N", *map(str, probs.shape[1:])]) + ")"
-    if probs.ndim < 1 or len(probs) != n:
-        raise HarnessError(f"the model output has shape {probs.shape} for a batch of {n} images")
-    if probs.ndim == 2 and probs.shape[1] == 2 and two_class_softmax:
-        if not np.allclose(probs.sum(axis=1), 1.0, atol=1e-2):  # two sigmoids, or logits: column 1 means nothing
-            raise HarnessError("the model output has shape (N, 2), but its rows do not sum to 1: not a softmax")
-        return probs[:, 1]
-    if probs.ndim == 2 and probs.shape[1] == 1:
-        return probs[:, 0]
-    if probs.ndim != 1:
-        allowed = "(N, 1), (N,) or a two-class softmax (N, 2)" if two_class_softmax else "(N, 1) or (N,)"
-        raise HarnessError(f"the model output has shape {shape}, not one probability per image: {allowed}")
-    return probs
 
 
 RESUMABLE = ("interrupted", "failed")  # a killed run is failed once its dead process is noticed (reap_dead)
@@ -311,3 +327,10 @@ def continues(store: RunStore, run_id: str) -> bool:
     store.reap_dead()
     record = store.get(run_id)
     return record.status in RESUMABLE and bool(record.artifacts) and has_checkpoint(Path(record.artifacts or ""))
+
+
+def _interrupted() -> bool:
+    """Whether the exception being handled is Ctrl-C (its run id stays in IN_PROGRESS for the message)."""
+    import sys
+
+    return isinstance(sys.exc_info()[1], KeyboardInterrupt)

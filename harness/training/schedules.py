@@ -77,10 +77,31 @@ class OneCycle(WarmupSchedule):
         return end + (self.peak - end) * 0.5 * (1.0 + ops.cos(math.pi * progress))
 
 
+@keras.saving.register_keras_serializable(package="harness")
+class WarmupStableDecay(WarmupSchedule):
+    """Warmup, then the peak until the last `cooldown_fraction` of the steps, then a linear cooldown to 0 (Hu et al.
+    2024, Hägele et al. 2024). Stopped anywhere before its cooldown, a run has trained at the peak throughout, so it
+    can go on later on the same schedule; the cooldown then matches a cosine run of the same length."""
+
+    def __init__(self, peak: float, total_steps: int, warmup_steps: int = 0, cooldown_fraction: float = 0.2) -> None:
+        super().__init__(peak, total_steps, warmup_steps)
+        self.cooldown_fraction = float(cooldown_fraction)
+
+    def decay(self, progress: Any) -> Any:
+        # progress runs over the steps after the warmup; the cooldown is the last part of all the steps.
+        span = max(self.total_steps - self.warmup_steps, 1)
+        cooldown = min(1.0, self.cooldown_fraction * self.total_steps / span)
+        return self.peak * ops.clip((1.0 - progress) / cooldown, 0.0, 1.0)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "cooldown_fraction": self.cooldown_fraction}
+
+
 SCHEDULES: dict[str, type[WarmupSchedule]] = {
     "constant": ConstantWithWarmup,
     "cosine": CosineWithWarmup,
     "one-cycle": OneCycle,
+    "wsd": WarmupStableDecay,
 }
 
 
@@ -111,4 +132,7 @@ def learning_rate(
     if not steps_per_epoch:
         raise ValueError(f"the {training.lr_schedule} learning-rate schedule needs the number of steps per epoch")
     total = steps_per_epoch * epochs
-    return SCHEDULES[training.lr_schedule](peak, total, warmup_steps(training, steps_per_epoch, epochs))
+    warmup = warmup_steps(training, steps_per_epoch, epochs)
+    if training.lr_schedule == "wsd":
+        return WarmupStableDecay(peak, total, warmup, training.cooldown_fraction)
+    return SCHEDULES[training.lr_schedule](peak, total, warmup)

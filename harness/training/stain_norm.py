@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from harness.training.augment import HED_FROM_RGB, RGB_FROM_HED
+from harness.training.augmentation import HED_FROM_RGB, RGB_FROM_HED
 
 # A pixel is stained tissue, not glass, when its mean optical density over R, G, B exceeds this (Macenko et al.'s
 # beta). An image with too few tissue pixels (mostly glass, a blank patch) is left as it is: its statistics are noise.

@@ -17,9 +17,10 @@ from harness.config import OPTIMIZERS, AugmentConfig, OptimizerConfig, TrainingC
 from harness.data import IMAGE_SHAPE
 from harness.data.feed import ImageBatches
 from harness.errors import ConfigError
-from harness.registry import build_model
-from harness.training.augment import augmentation_layers
+from harness.registry import BACKBONE, build_model
+from harness.training.augmentation import augmentation_layers
 from harness.training.callbacks import (
+    DeadlineStop,
     EmaWeights,
     EpochTimer,
     ExactValidation,
@@ -33,9 +34,6 @@ from harness.training.callbacks import (
 )
 from harness.training.checkpoint import Checkpoint, FitState, read_state
 from harness.training.schedules import learning_rate
-
-# An architecture names the pretrained part that --freeze-epochs freezes "backbone" (architectures.applications).
-BACKBONE = "backbone"
 
 
 def make_optimizer(config: OptimizerConfig, rate: Any = None, **extra: Any) -> keras.optimizers.Optimizer:
@@ -57,7 +55,7 @@ def recipe_optimizer(
         extra["weight_decay"] = training.weight_decay
     if training.ema:
         extra |= {"use_ema": True, "ema_momentum": training.ema_momentum}
-    rate = learning_rate(training, peak, steps_per_epoch, epochs or training.epochs)
+    rate = learning_rate(training, peak, steps_per_epoch, epochs or training.schedule_epochs or training.epochs)
     return make_optimizer(training.optimizer, rate, **extra)
 
 
@@ -136,11 +134,24 @@ def compile_model(
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     smoothing = training.label_smoothing
     model.compile(
+        jit_compile=jit_compile_for(training.jit_compile),
         optimizer=optimizer,
         loss=keras.losses.BinaryCrossentropy(label_smoothing=smoothing) if smoothing else "binary_crossentropy",
         metrics=["accuracy", keras.metrics.AUC(name="auc")],
     )
     return model
+
+
+def jit_compile_for(choice: str) -> bool | str:
+    """Keras' jit_compile for --jit-compile: Keras' own "auto" (XLA on a TensorFlow or JAX accelerator, none on a
+    CPU) except on PyTorch, where "auto" would stay eager: there an accelerator gets torch.compile."""
+    if choice != "auto":
+        return choice == "on"
+    if keras.backend.backend() == "torch":
+        from harness.backend import devices
+
+        return bool(devices())
+    return "auto"
 
 
 def backbones(model: keras.Model) -> list[keras.layers.Layer]:
@@ -174,6 +185,12 @@ class FitCallbacks:
     limit: TimeLimit | None
     epochs: int
     phase_start: int = 0  # the first epoch of the phase being fitted
+    deadline: DeadlineStop | None = None
+
+    @property
+    def stopped_by_clock(self) -> bool:
+        """Stopped by --time-limit or by the command's --deadline (not by patience or the epochs asked for)."""
+        return bool((self.limit is not None and self.limit.stopped) or (self.deadline and self.deadline.stopped))
 
 
 def fit(
@@ -184,6 +201,7 @@ def fit(
     callbacks: Sequence[keras.callbacks.Callback] = (),
     checkpoint: Path | None = None,
     history: Path | None = None,
+    deadline: DeadlineStop | None = None,
 ) -> FitResult:
     """Fit a compiled model; the weights left in `model` are those of the best epoch by validation AUC.
 
@@ -193,11 +211,14 @@ def fit(
     stops N epochs after the best one. With `checkpoint` (a folder), every epoch is checkpointed there and `history`
     (history.csv) grows by a row; a checkpoint found there is resumed from its last epoch.
     """
-    state = (read_state(checkpoint) if checkpoint is not None else None) or FitState()
+    found = read_state(checkpoint, training.epochs, training.patience) if checkpoint is not None else None
+    state = found or FitState()
     best = KeepBestWeights()
     ema = EmaWeights()
     recalibrate = RecalibrateBatchNorm(train, training.precise_bn) if training.precise_bn else None
-    validation = ExactValidation(val, training.predict_batch_size, recalibrate, ema)
+    validation = ExactValidation(
+        val, training.predict_batch_size, recalibrate, ema, training.validate_at, training.epochs
+    )
     timer = EpochTimer(validation)
     # Validation first: it writes the epoch's val_* scores that every later callback reads. The kept weights are
     # taken while the average is swapped in, and only then are the raw weights put back.
@@ -205,8 +226,11 @@ def fit(
     guards.append(timer)
     patience = Patience(training.patience) if training.patience else None
     limit = TimeLimit(training.time_limit, sum(r["seconds"] for r in state.rows)) if training.time_limit else None
-    guards += [c for c in (patience, limit) if c is not None]
-    owner = FitCallbacks(best, timer, patience, limit, training.epochs)
+    if deadline is not None:
+        deadline.validation = validation
+        deadline.batch_images = train.batch_size
+    guards += [c for c in (patience, limit, deadline) if c is not None]
+    owner = FitCallbacks(best, timer, patience, limit, training.epochs, deadline=deadline)
     saver = Checkpoint(checkpoint, history, state, owner)  # without a folder it only keeps the records
     if state.epoch:
         _resume(state, saver, owner, validation, train, training.freeze_epochs)
@@ -222,7 +246,7 @@ def fit(
                 # shuffle the batch order from Python's global `random`, which no checkpoint can bring back.
                 first_epoch = max(first, state.epoch)
                 model.fit(train, initial_epoch=first_epoch, epochs=last, verbose=0, callbacks=every, shuffle=False)
-                if (limit is not None and limit.stopped) or (patience is not None and patience.stopped):
+                if owner.stopped_by_clock or (patience is not None and patience.stopped):
                     break
             best.restore()
         elif best.weights is not None:  # the checkpoint's training was done: only its kept weights are wanted
@@ -246,7 +270,7 @@ def fit(
         epochs_run=epochs_run,
         seconds=seconds,
         images_per_second=epochs_run * len(train.indices) / train_seconds if train_seconds > 0 else 0.0,
-        stopped_by_time_limit=bool(limit and limit.stopped) or state.stopped_by_time_limit,
+        stopped_by_time_limit=owner.stopped_by_clock or state.stopped_by_time_limit,
     )
 
 

@@ -16,7 +16,7 @@ from keras_tuner.src import config as kt_config
 
 from harness.atomic import write_text
 from harness.errors import HarnessError
-from harness.runs import new_run_id
+from harness.run_records import new_run_id
 from harness.store.runs import RunRecord
 from harness.training.checkpoint import checkpoint_bytes, continue_from, delete_checkpoints
 from harness.tuning.space import InvalidConfiguration, KerasTunerSuggest, SpaceFunction, declare, keras_tuner_values
@@ -66,6 +66,13 @@ class HarnessTuner(keras_tuner.Tuner):
         # Like Optuna's timeout, checked after a trial: a session always runs one (else a loaded machine runs none).
         if self.engine.deadline is not None and self.engine.started and time.monotonic() >= self.engine.deadline:
             raise _TimeUp
+        # --deadline: no trial starts that the clock, less the endgame's reserve, cannot hold (its predicted time:
+        # the median of this session's trials so far).
+        clock = self.engine.clock
+        if clock is not None and self.engine.started:
+            seconds = sorted(self.engine.trial_seconds)[len(self.engine.trial_seconds) // 2]
+            if clock.left() - self.engine.reserve() < seconds:
+                raise _TimeUp
 
     def on_trial_end(self, trial: keras_tuner.engine.trial.Trial) -> None:
         super().on_trial_end(trial)
@@ -110,6 +117,9 @@ class KerasTunerEngine:
         self.tuner: HarnessTuner | None = None
         self.trials: TrialRunner | None = None
         self.deadline: float | None = None
+        self.clock: Any = None  # --deadline (harness.clock.Deadline), and the seconds it keeps for the endgame
+        self.reserve: Any = lambda: 0.0
+        self.trial_seconds: list[float] = []
         self.started = 0  # trials this session has started
         self.max_epochs = 0
         self.total = 0
@@ -222,7 +232,7 @@ class KerasTunerEngine:
                 start = int(values["continued_from"]["epoch"])
                 self.continued.append((int(record.epochs_run or 0), start))
                 if not keep:
-                    delete_checkpoints(Path(parent))
+                    delete_checkpoints(Path(parent), runner.results_dir)
                     self._keep(parent, 0)
             self._last = (record, "complete", note, started)
             return {"val_auc": float(record.val_auc)}
@@ -277,7 +287,7 @@ class KerasTunerEngine:
         if ended and not runner.keep_checkpoints:
             for record in runner.store.runs(study=self.study):
                 if record.status == "complete" and record.artifacts:
-                    freed += delete_checkpoints(Path(record.artifacts))
+                    freed += delete_checkpoints(Path(record.artifacts), runner.results_dir)
         trained = sum(t for t, _ in self.continued)
         skipped = sum(s for _, s in self.continued)
         count, peak = self.peak_kept
@@ -295,4 +305,5 @@ class KerasTunerEngine:
     def after_trial(self, trial: keras_tuner.engine.trial.Trial) -> None:
         if self._last is not None and self.trials is not None:
             record, outcome, reason, started = self._last
+            self.trial_seconds.append(time.perf_counter() - started)
             self.trials.finish(int(trial.trial_id), record, outcome, started, reason)

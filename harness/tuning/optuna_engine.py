@@ -281,3 +281,8 @@ def _sampler(seed: int, offset: int) -> optuna.samplers.TPESampler:
             multivariate=True,  # blocks x convs x width interact
             constant_liar=True,  # parallel workers avoid proposing the same point
         )
+
+
+def sampler_for(seed: int, offset: int) -> optuna.samplers.TPESampler:
+    """The study's TPE sampler, seeded by the trial number it proposes next (see _sampler)."""
+    return _sampler(seed, offset)

@@ -14,7 +14,7 @@ from optuna.storages import RDBStorage
 from optuna.storages._rdb import models
 from optuna.storages._rdb.storage import _create_scoped_session
 from optuna.trial import TrialState
-from sqlalchemy.exc import IntegrityError, ProgrammingError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError, SQLAlchemyError
 
 from harness.errors import HarnessError
 from harness.store.database import (
@@ -48,7 +48,10 @@ def open_storage(storage_url: str, heartbeat: int, grace: int) -> RDBStorage:
             break
         except (SQLAlchemyError, ModuleNotFoundError, RuntimeError, ValueError) as exc:
             # Workers starting together on a new database race to create Optuna's tables: try again.
-            if attempt < 2 and isinstance(exc, (IntegrityError, ProgrammingError)):
+            racing = isinstance(exc, (IntegrityError, ProgrammingError)) or (
+                isinstance(exc, OperationalError) and ("already exists" in str(exc) or "locked" in str(exc))
+            )  # SQLite says "table ... already exists" where PostgreSQL raises an IntegrityError
+            if attempt < 2 and racing:
                 time.sleep(0.5)
                 continue
             reason = open_error(storage_url, exc)

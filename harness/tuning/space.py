@@ -177,6 +177,27 @@ def first_point(name: str, space: SpaceFunction, values: Mapping[str, Any] | Non
     return dict(values)
 
 
+def portfolio_points(
+    name: str, space: SpaceFunction, changes: Sequence[Mapping[str, Any]] | None, first: Mapping[str, Any] | None
+) -> list[dict[str, Any]]:
+    """The space's portfolio as complete points: `first` with each entry's changes, each replayed through `space`
+    (capped by --max-gmacs); a point the cap refuses is left out, one that is not valid is an error naming the
+    space."""
+    if not changes or first is None:
+        return []
+    points = []
+    for change in changes:
+        unknown = sorted(set(change) - set(first))
+        if unknown:
+            raise HarnessError(
+                f"search space {name!r}: a portfolio point changes parameters it never asks for: {unknown}"
+            )
+        point = first_point(name, space, {**first, **change})
+        if point is not None and point not in points and point != dict(first):
+            points.append(point)
+    return points
+
+
 def keras_tuner_values(point: Mapping[str, Any], hp: Any) -> dict[str, Any]:
     """`point` as KerasTuner stores it: the text of a bool or mixed-type choice (see KerasTunerSuggest)."""
     declared = {h.name: h for h in hp.space}

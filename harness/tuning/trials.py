@@ -8,19 +8,23 @@ import resource
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import keras
 from rich.console import Console
+from rich.markup import escape
 
 from harness.config import Origin, RunSpec
-from harness.runs import new_run_id, record_never_built
+from harness.ranking.keeper import SubmissionKeeper
+from harness.run_records import new_run_id, record_never_built
 from harness.store.runs import RunRecord
-from harness.terminal.progress import TrialClock
+from harness.terminal.consoles import fitted
+from harness.terminal.progress import Overall, TrialClock
 from harness.training.callbacks import tensorboard_folder
 from harness.training.runner import Runner
-from harness.tuning.settings import StudySettings, reconcile  # noqa: F401 - reconcile: re-exported
 from harness.tuning.space import Sample, Suggest
+from harness.tuning.study_settings import StudySettings, reconcile  # noqa: F401 - reconcile: re-exported
 from harness.tuning.tensorboard_hparams import log_trial
 
 
@@ -61,7 +65,8 @@ class TrialRunner:
     study: str
     console: Console
     results: list[TrialResult] = field(default_factory=list)
-    clock: TrialClock | None = None  # trials done of the total, elapsed, ETA: appended to each trial's line
+    clock: Overall | None = None  # trials done of the total (or the --deadline's clock): appended to each trial's line
+    keeper: SubmissionKeeper | None = None  # --deadline: each trial that beats the submission so far replaces it
 
     def spec(self, sample: Sample, number: int, epochs: int | None = None) -> RunSpec:
         training = self.settings.trial_training(epochs, sample.batch_size, optimizer=sample.optimizer)
@@ -125,16 +130,31 @@ class TrialRunner:
             note=note,
         )
         self.results.append(result)
-        if self.clock is not None:
+        if isinstance(self.clock, TrialClock):
             self.clock.trial_finished()
         colour = {"complete": "green", "pruned": "yellow"}.get(status, "red")
-        score = f"val AUC {result.val_auc:.4f}  " if result.val_auc is not None else ""
-        size = f"{result.parameters / 1e6:.2f}M params  " if result.parameters else ""
-        self.console.print(
-            f"[bold]{self.study} #{number}[/bold] [{colour}]{status}[/{colour}]  {score}{size}"
-            f"{result.seconds:.0f} s  RSS {result.rss_mb:.0f} MB"
-            + (f"  ({note})" if note else "")
-            + (f"  {self.clock.text()}" if self.clock is not None else ""),
-            highlight=False,
-            soft_wrap=True,  # one line per trial, whatever the width
-        )
+        parts = [f"{self.study} #{number} {status}"]
+        parts += [f"val AUC {result.val_auc:.4f}"] if result.val_auc is not None else []
+        parts += [f"{result.parameters / 1e6:.2f}M params"] if result.parameters else []
+        parts += [f"{result.seconds:.0f} s", f"RSS {result.rss_mb:.0f} MB"]
+        parts += [f"({note})"] if note else []
+        parts += [self.clock.text()] if self.clock is not None else []
+        # One line per trial: whole in a log; on a terminal, the last parts are left out rather than wrapped.
+        line = escape(fitted(self.console, parts))
+        head = escape(f"{self.study} #{number} ")
+        line = line.replace(f"{head}{status}", f"[bold]{head}[/bold][{colour}]{status}[/{colour}]", 1)
+        self.console.print(line, highlight=False, soft_wrap=not self.console.is_terminal)
+        if record is not None and status == "complete" and self.keeper is not None:
+            self.offer(record)
+
+    def offer(self, record: RunRecord) -> None:
+        """A finished trial that beats the submission so far becomes it (its test set predicted now if it was not)."""
+        from harness.ranking.leaderboard import val_key
+
+        assert self.keeper is not None
+        key = val_key(record)
+        if not self.keeper.better(record, key)[0]:
+            return
+        if not record.submission or not Path(record.submission).is_file():
+            record = self.runner.predict_test_set(record.run_id)
+        self.keeper.write(record, key)

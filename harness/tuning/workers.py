@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
-from harness.tuning.study import SearchOptions, SearchSummary, StudySettings, run_search
+from harness.tuning.search import SearchOptions, SearchSummary, StudySettings, run_search
 from harness.workspace import Workspace
 
 
@@ -26,9 +26,13 @@ def search_with_workers(workspace: Workspace, options: SearchOptions) -> SearchS
     summary = run_search(workspace, opened)
     codes: list[int] = []
     if summary.after < options.trials:
-        worker = dataclasses.replace(options, workers=1, progress=False)  # no live display from K processes
+        # No live display from K processes; on a clock, the endgame is this process's, once the workers are done.
+        worker = dataclasses.replace(options, workers=1, progress=False, endgame=False)
         codes = run_workers(run_search, workspace, worker, options.workers)
-    summary = run_search(workspace, opened)
+    if options.deadline is not None:  # the same clock: what the workers left is the endgame's reserve
+        summary = run_search(workspace, dataclasses.replace(options, workers=1))
+    else:
+        summary = run_search(workspace, opened)
     if codes:
         line = f"{options.workers} workers ran the trials: exit codes {', '.join(map(str, codes))}"
         summary = dataclasses.replace(summary, notes=[*summary.notes, line], worker_codes=codes)

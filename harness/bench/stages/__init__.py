@@ -1,42 +1,18 @@
 """The four timed stages (prepare, feed, train, predict), each run the seed's way and the harness's on the same
-images, and the state they share."""
+images, one after another."""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.console import Console
 
-from harness.bench.clocks import MATMUL_SIZE, matmul_gflops
 from harness.bench.fixtures import Fixtures
 from harness.bench.options import FEED_OVER_TRAIN, STAGES, BenchOptions
-from harness.bench.stages import feed, predict, prepare, train
+from harness.bench.stages import stage_feed, stage_predict, stage_prepare, stage_train
+from harness.bench.stages.state import Bench
 from harness.bench.table import BenchResult, Row
-
-
-@dataclass
-class Bench:
-    """One bench run: its options, its scratch datasets, the table so far, and what one stage tells another."""
-
-    options: BenchOptions
-    console: Console
-    fixtures: Fixtures
-    result: BenchResult
-    feed_rate: tuple[int, float] | None = None  # images per epoch, images/s
-    train_rates: dict[str, tuple[float, str]] = field(default_factory=dict)  # the fastest training rate, and how
-    _ceiling: float | None = None
-
-    def ceiling(self) -> float:
-        """This machine's float32 matrix-product rate through the backend, measured once: the compute ceiling."""
-        if self._ceiling is None:
-            self._ceiling = matmul_gflops()
-            self.result.notes.append(
-                f"compute ceiling: float32 {MATMUL_SIZE}x{MATMUL_SIZE} matrix products at {self._ceiling:,.0f} GFLOP/s"
-                " (median of 5); a predict row's % is its model's arithmetic rate against it"
-            )
-        return self._ceiling
 
 
 def run_stages(options: BenchOptions, console: Console, work: Path) -> BenchResult:
@@ -52,7 +28,8 @@ def run_stages(options: BenchOptions, console: Console, work: Path) -> BenchResu
         f"{env['backend']} {env['backend_version']}, keras {env['keras']}, {os.cpu_count()} CPUs, "
         + (f"accelerators: {', '.join(gpus)}" if gpus else "no GPU on this machine: CPU figures only")
     )
-    runs = {"prepare": prepare.run, "feed": feed.run, "train": train.run, "predict": predict.run}
+    runs = {"prepare": stage_prepare.run, "feed": stage_feed.run, "train": stage_train.run}
+    runs["predict"] = stage_predict.run
     for stage in STAGES:
         if stage in options.stages:
             console.print(f"[bold]{stage}[/bold] ...")

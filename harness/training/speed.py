@@ -1,0 +1,104 @@
+"""How fast this machine trains a model: measured on a few batches, or read from the store's earlier runs, and carried
+to other models by their forward GMACs; what a clocked command predicts every candidate's time from."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import keras
+import numpy as np
+
+from harness.backend import forget_traced_gradients
+from harness.config import RunSpec
+from harness.data.feed import ImageBatches
+from harness.store.runs import RunRecord
+from harness.training.train import build_core, compile_model, model_input_shape, with_input_pipeline
+
+# A model's time per image is not all arithmetic: the feed, the optimiser and small layers cost about this share of
+# the probed model's, whatever its GMACs (so a 4x cheaper model is predicted 3.1x faster, not 4x).
+FIXED_SHARE = 0.2
+# Prediction (forward only, no gradients, large batches) against training, per image: forward is about a third of
+# a training step's arithmetic. The clock's reserves start from this and are refined by measured predictions.
+PREDICT_OVER_TRAIN = 3.0
+PROBE_BATCHES = 6
+WARMUP_BATCHES = 2  # the first calls trace and compile
+
+
+@dataclass(frozen=True)
+class Speed:
+    """Training images per second of one model at one batch size on this machine, and where the figure came from."""
+
+    images_per_second: float
+    gmacs: float
+    source: str
+
+    def seconds_for(self, images: float) -> float:
+        return images / max(self.images_per_second, 1e-9)
+
+    def predict_seconds_for(self, images: float) -> float:
+        return images / max(self.images_per_second * PREDICT_OVER_TRAIN, 1e-9)
+
+    def carried_to(self, gmacs: float, what: str = "") -> Speed:
+        """The predicted speed of a model of `gmacs` forward GMACs per image, from this measured one."""
+        if self.gmacs <= 0 or gmacs <= 0:
+            return Speed(self.images_per_second, gmacs, f"{self.source} (same speed assumed)")
+        ratio = FIXED_SHARE + (1 - FIXED_SHARE) * gmacs / self.gmacs
+        label = f"predicted for {what} from {self.source}" if what else f"predicted from {self.source}"
+        return Speed(self.images_per_second / ratio, gmacs, label)
+
+
+class _BatchTimes(keras.callbacks.Callback):
+    def __init__(self) -> None:
+        super().__init__()
+        self.seconds: list[float] = []
+
+    def on_train_batch_begin(self, batch: int, logs: Any = None) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+        self.seconds.append(time.perf_counter() - self._start)
+
+
+def probe(spec: RunSpec, images: np.ndarray, indices: np.ndarray, labels: np.ndarray, gmacs: float) -> Speed:
+    """Time PROBE_BATCHES training steps of `spec`'s model inside `fit`, as a run trains it (after WARMUP_BATCHES
+    that trace it), then discard the model."""
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(spec.seed)
+    training = spec.training
+    core = build_core(spec.architecture, training.precision, model_input_shape(training.augment), **spec.arch_kwargs)
+    model = compile_model(with_input_pipeline(core, training.augment, spec.seed), training, 100)
+    steps = WARMUP_BATCHES + PROBE_BATCHES
+    batches = ImageBatches(images, indices, labels, training.batch_size, shuffle=True, seed=spec.seed, steps=steps)
+    timer = _BatchTimes()
+    try:
+        model.fit(batches, epochs=1, verbose=0, callbacks=[timer], shuffle=False)
+    finally:
+        del model
+        keras.backend.clear_session()
+        forget_traced_gradients()
+    timed = timer.seconds[WARMUP_BATCHES:] or timer.seconds[-1:]
+    rate = training.batch_size / float(np.median(timed)) if timed else 0.0
+    return Speed(rate, gmacs, f"{spec.architecture} measured on {len(timed)} batches")
+
+
+def from_records(records: list[RunRecord], spec: RunSpec, host: str, backend: str) -> Speed | None:
+    """The training speed a complete earlier run of the same model, batch, precision, host and backend measured."""
+    same = [
+        r
+        for r in records
+        if r.status == "complete"
+        and r.images_per_second
+        and r.host == host
+        and r.backend == backend
+        and r.architecture == spec.architecture
+        and (r.spec or {}).get("arch_kwargs") == spec.arch_kwargs
+        and (r.spec or {}).get("training", {}).get("batch_size") == spec.training.batch_size
+        and (r.spec or {}).get("training", {}).get("precision") == spec.training.precision
+    ]
+    if not same:
+        return None
+    latest = same[-1]
+    gmacs = float((latest.hyperparameters or {}).get("derived", {}).get("gmacs") or 0.0)
+    return Speed(float(latest.images_per_second or 0.0), gmacs, f"run {latest.run_id}")
