@@ -3,21 +3,16 @@ the epochs that fit it, then each run with its one-line outcome. The policy the 
 
 from __future__ import annotations
 
-import dataclasses
-import math
-import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from harness.clock import Deadline, minutes_text
+from harness.clock import Deadline
 from harness.config import RunSpec
 from harness.errors import HarnessError
 from harness.plans import plan as make_plan
 from harness.store.runs import RunRecord, RunStore
 from harness.workspace import Workspace
-
-SPEED_SLACK = 0.9
 
 
 @dataclass(frozen=True)
@@ -80,38 +75,6 @@ def describe(spec: RunSpec) -> str:
     )
 
 
-def sized_to(spec: RunSpec, runner: Any, share: Deadline) -> tuple[RunSpec, str]:
-    """`spec` with the epochs that fit `share` of the clock, for a schedule that decays (a cosine cut halfway has not
-    annealed); measured speed: an earlier run of the same model here, else a few probed batches. And the line."""
-    import keras
-
-    from harness.cost import architecture_cost
-    from harness.training.speed import PREDICT_OVER_TRAIN, from_records, probe
-
-    split = runner.splits_for(spec)[0]
-    gmacs = architecture_cost(spec.architecture, **spec.arch_kwargs).gmacs
-    speed = from_records(runner.store.runs(), spec, socket.gethostname(), keras.backend.backend())
-    if speed is None or speed.images_per_second <= 0:
-        data = runner.dataset.train
-        speed = probe(spec, data.images, split.train, data.labels, gmacs)
-    # A whole epoch runs about 10% slower than the probed batches (BatchNorm re-estimation, shuffling, the feed's
-    # cache misses: 126 against 142 img/s measured for the modern first point on 2 cores).
-    per_image = 1.0 / max(speed.images_per_second * SPEED_SLACK, 1e-9)
-    steps = spec.training.steps_per_epoch
-    n_train = steps * spec.training.batch_size if steps else len(split.train)
-    epoch = n_train * per_image + len(split.val) * per_image / PREDICT_OVER_TRAIN
-    after = (len(split.val) + len(runner.dataset.test) * spec.training.tta) * per_image / PREDICT_OVER_TRAIN + 20.0
-    epochs = max(1, math.floor((share.left() - after) / epoch))
-    training = dataclasses.replace(spec.training, epochs=epochs)
-    if training.warmup_epochs > epochs:
-        training = dataclasses.replace(training, warmup_epochs=float(epochs))
-    line = (
-        f"{spec.architecture}: {plural(epochs, 'epoch')} fit its {minutes_text(share.left())} of the clock"
-        f" ({epoch:.0f} s an epoch at {speed.images_per_second:,.0f} img/s, {speed.source})"
-    )
-    return dataclasses.replace(spec, training=training), line
-
-
 def run_jobs(
     ws: Workspace,
     jobs: list[Job],
@@ -130,6 +93,7 @@ def run_jobs(
     from harness.terminal.progress import DeadlineClock, run_plan
     from harness.training.memory import check_fits
     from harness.training.runner import Runner
+    from harness.training.speed import sized_to
 
     store = ws.store()
     accelerated = bool(devices())

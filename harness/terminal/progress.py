@@ -1,4 +1,7 @@
-"""Training progress wherever the output goes: live bars on a terminal, plain lines elsewhere, an ETA for the job."""
+"""Training progress wherever the output goes: live bars on a terminal, plain lines elsewhere, an ETA for the job.
+
+Over 350 lines because the live and the plain displays share one clock (epoch times, ETAs, the job's progress):
+split in two, each half would need the other's internals."""
 
 from __future__ import annotations
 
@@ -185,8 +188,9 @@ class DeadlineClock(Overall):
 
 
 def _value(logs: dict[str, Any], key: str) -> str:
+    """A metric for a line; '-' when there is none, or NaN: a clocked leg validates only at its rungs."""
     value = logs.get(key)
-    return f"{float(value):.4f}" if value is not None else "-"
+    return f"{float(value):.4f}" if value is not None and math.isfinite(float(value)) else "-"
 
 
 class _EpochClock(keras.callbacks.Callback):

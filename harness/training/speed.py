@@ -3,6 +3,9 @@ to other models by their forward GMACs; what a clocked command predicts every ca
 
 from __future__ import annotations
 
+import dataclasses
+import math
+import socket
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -11,7 +14,9 @@ import keras
 import numpy as np
 
 from harness.backend import forget_traced_gradients
+from harness.clock import Deadline, minutes_text
 from harness.config import RunSpec
+from harness.cost import architecture_cost
 from harness.data.feed import ImageBatches
 from harness.store.runs import RunRecord
 from harness.training.train import build_core, compile_model, model_input_shape, with_input_pipeline
@@ -22,6 +27,13 @@ FIXED_SHARE = 0.2
 # Prediction (forward only, no gradients, large batches) against training, per image: forward is about a third of
 # a training step's arithmetic. The clock's reserves start from this and are refined by measured predictions.
 PREDICT_OVER_TRAIN = 3.0
+# A whole epoch runs about 10% slower than the probed batches (BatchNorm re-estimation, shuffling, the feed's cache
+# misses: 126 against 142 img/s measured for the modern first point on 2 cores).
+SPEED_SLACK = 0.9
+# And each epoch has a fixed cost the probed batches do not see (its data iterator, the callbacks, validation's
+# set-up): about 0.3 s on 2 cores, measured with a tiny model whose batches take milliseconds (negligible beside a
+# real epoch's minutes, but it decides how many epochs of a tiny one fit).
+EPOCH_SECONDS = 0.3
 PROBE_BATCHES = 6
 WARMUP_BATCHES = 2  # the first calls trace and compile
 
@@ -102,3 +114,31 @@ def from_records(records: list[RunRecord], spec: RunSpec, host: str, backend: st
     latest = same[-1]
     gmacs = float((latest.hyperparameters or {}).get("derived", {}).get("gmacs") or 0.0)
     return Speed(float(latest.images_per_second or 0.0), gmacs, f"run {latest.run_id}")
+
+
+def sized_to(spec: RunSpec, runner: Any, share: Deadline, speed: Speed | None = None) -> tuple[RunSpec, str]:
+    """`spec` with the epochs that fit `share` of the clock, for a schedule that decays (a cosine cut halfway has not
+    annealed); measured speed: `speed` when the caller measured it, else an earlier run of the same model here, else
+    a few probed batches. And the line."""
+    split = runner.splits_for(spec)[0]
+    gmacs = architecture_cost(spec.architecture, **spec.arch_kwargs).gmacs
+    if speed is None:
+        speed = from_records(runner.store.runs(), spec, socket.gethostname(), keras.backend.backend())
+    if speed is None or speed.images_per_second <= 0:
+        data = runner.dataset.train
+        speed = probe(spec, data.images, split.train, data.labels, gmacs)
+    per_image = 1.0 / max(speed.images_per_second * SPEED_SLACK, 1e-9)
+    steps = spec.training.steps_per_epoch
+    n_train = steps * spec.training.batch_size if steps else len(split.train)
+    epoch = n_train * per_image + len(split.val) * per_image / PREDICT_OVER_TRAIN + EPOCH_SECONDS
+    after = (len(split.val) + len(runner.dataset.test) * spec.training.tta) * per_image / PREDICT_OVER_TRAIN + 20.0
+    epochs = max(1, math.floor((share.left() - after) / epoch))
+    training = dataclasses.replace(spec.training, epochs=epochs)
+    if training.warmup_epochs > epochs:
+        training = dataclasses.replace(training, warmup_epochs=float(epochs))
+    line = (
+        f"{spec.architecture}: {epochs} epoch{'s' if epochs != 1 else ''} fit its {minutes_text(share.left())}"
+        " of the clock"
+        f" ({epoch:.0f} s an epoch at {speed.images_per_second:,.0f} img/s, {speed.source})"
+    )
+    return dataclasses.replace(spec, training=training), line

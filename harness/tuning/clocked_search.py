@@ -6,6 +6,9 @@ under its own run id (its history goes on; nothing is trained twice). The comman
 stops inside an epoch when only the endgame's reserve is left. After every leg that beats the submission so far,
 `results/submission.csv` is replaced by it (ranking.keeper). The endgame then runs once: in this process, or, with
 several processes on one study, in the last one to finish.
+
+Over 350 lines because a leg's decision, its training and its bookkeeping share the study lock and the measured
+speeds; the decisions alone (testable without Keras) are in tuning.clock_plan, the endgame in tuning.endgame.
 """
 
 from __future__ import annotations
@@ -31,8 +34,18 @@ from harness.ranking.keeper import SubmissionKeeper
 from harness.run_records import new_run_id
 from harness.store.liveness import RunHeartbeat
 from harness.store.runs import RunRecord
-from harness.training.speed import Speed, from_records, probe
-from harness.tuning.clock_plan import HORIZON, Clock, Ladder, Policy, Step, Trial, cooldown_epochs
+from harness.training.speed import Speed, from_records, probe, sized_to
+from harness.tuning.clock_plan import (
+    HORIZON,
+    SINGLE_RUN_PASSES,
+    Clock,
+    Ladder,
+    Policy,
+    Step,
+    Trial,
+    cooldown_epochs,
+    one_run,
+)
 from harness.tuning.endgame import Endgame, run_endgame
 from harness.tuning.space import InvalidConfiguration, Sample
 from harness.tuning.study_lock import StudyLock
@@ -197,9 +210,9 @@ class ClockedSearch:
     def _base_spec(self) -> RunSpec:
         return RunSpec("cnn", {}, self.trials.settings.training, self.trials.settings.data)
 
-    def reserve(self) -> float:
-        """What the endgame needs, sized from measurements: the best trial's cooldown, TTA and an ensemble's test
-        predictions, and the clock's margin."""
+    def reserve(self, leg: Step | None = None) -> float:
+        """What the endgame needs, sized from measurements: the best trial's cooldown (for the epochs it will have
+        after `leg`, when the leg trains it), TTA and an ensemble's test predictions, and the clock's margin."""
         assert self.speed is not None
         margin = max(MARGIN * self.deadline.seconds, 5.0)  # every process leaves it: whichever runs the endgame has it
         best = self.policy().best()
@@ -208,7 +221,8 @@ class ClockedSearch:
         predicting = self.speed.predict_seconds_for(n_test * 2 + (n_val + n_test) * 4)  # TTA 4, two more members
         cooling = 0.0
         if best is not None:
-            cooling = cooldown_epochs(best.epochs) * best.seconds_per_epoch + self.overhead()
+            epochs = max(best.epochs, leg.epochs if leg is not None and leg.key == best.key else 0)
+            cooling = cooldown_epochs(epochs) * best.seconds_per_epoch + self.overhead()
         return min(cooling + predicting + margin, 0.5 * self.deadline.seconds)
 
     # --- the table ------------------------------------------------------------------------------------------------
@@ -279,12 +293,16 @@ class ClockedSearch:
             if not self.study.get_trials(deepcopy=False) and self.first is not None:
                 self.study.enqueue_trial(self.first)  # under the lock: of several processes, one queues it
             self.measure()
-            self.enqueue_portfolio()
+            alone = one_run(self.passes()) and not self.records()
+            if not alone:
+                self.enqueue_portfolio()
         self.runner.deadline = self.deadline
         self.runner.reserve = self.reserve
         self.runner.predict_test = False  # a leg validates; the test set is predicted once a run is worth it
         self.runner.keep_checkpoints = True  # every trial may go on
-        while True:
+        if alone:
+            self._alone()
+        while not alone:
             with self.lock:
                 self.store.reap_dead()
                 policy = self.policy()
@@ -293,8 +311,12 @@ class ClockedSearch:
                 if step is None:
                     break
                 claimed = self._claim(step)
+                # Fixed for the leg, from the epochs the best trial will have after it: its cooldown grows with them,
+                # and the fit reads this after every batch (no store query there).
+                held = self.reserve(step)
             if claimed is None:
                 continue
+            self.runner.reserve = lambda held=held: held
             self._leg(step, *claimed)
         self._finish()
         return self.outcome
@@ -331,19 +353,51 @@ class ClockedSearch:
         self.store.update(record.run_id, status="running", host=socket.gethostname(), pid=_pid())
         return ("more", record)
 
+    def _alone(self) -> None:
+        """A clock too short to share (clock_plan.SINGLE_RUN_PASSES): the first point trains alone, its epochs sized
+        to the clock less the margin, on its own schedule and validated every epoch; the endgame then has what the
+        last whole epoch leaves (TTA where it fits and gains)."""
+        with self.lock:
+            claimed = self._claim(Step("first", None, 1, "the first point alone"))
+        if claimed is None:
+            return
+        _, trial, sample = claimed
+        margin = max(MARGIN * self.deadline.seconds, 5.0)
+        share = self.deadline.until(margin)
+        spec, line = sized_to(self.trials.spec(sample, trial.number), self.runner, share, self.speed)
+        self._say(
+            f"clock {minutes_text(self.deadline.seconds)}: it holds {self.passes():.1f} passes of the first point"
+            f" over the training images, fewer than {SINGLE_RUN_PASSES}: too few to share among candidates (each"
+            f" would be under-trained), so the first point trains alone; {line}"
+        )
+        self.runner.reserve = lambda: margin
+        started = time.perf_counter()
+        record = self._train_new(trial, sample, spec)
+        if record.status == "complete" and record.val_auc is not None:
+            self.study.tell(trial, float(record.val_auc))
+        else:
+            self.study.tell(trial, state=TrialState.FAIL)
+        self.outcome.legs += 1
+        status = "complete" if record.status == "complete" else "failed"
+        done = int(record.epochs_run or 0)
+        note = f"the first point alone: {done} epoch{'s' if done != 1 else ''} sized to the clock"
+        self.trials.finish(trial.number, record, status, started, note if status == "complete" else record.error or "")
+
+    def _train_new(self, trial: Any, sample: Sample, spec: RunSpec) -> RunRecord:
+        """A new candidate's run, its trial's heartbeat beating while it trains."""
+        params = dict(trial.params)
+        params = {**params, "derived": sample.derived} if sample.derived else params
+        run_id = new_run_id(spec.architecture)
+        trial.set_user_attr("run_id", run_id)
+        storage: Any = self.study._storage  # an RDBStorage: the harness opens no other (optuna_storage)
+        with RunHeartbeat(lambda: storage.record_heartbeat(trial._trial_id)):
+            return self.runner.run(spec, hyperparameters=params, run_id=run_id)
+
     def _leg(self, step: Step, kind: str, *what: Any) -> None:
         started = time.perf_counter()
         if kind == "new":
             trial, sample = what
-            spec = self.leg_spec(self.trials.spec(sample, trial.number), step.epochs)
-            params = dict(trial.params)
-            params = {**params, "derived": sample.derived} if sample.derived else params
-            run_id = new_run_id(spec.architecture)
-            trial.set_user_attr("run_id", run_id)
-            storage: Any = self.study._storage  # an RDBStorage: the harness opens no other (optuna_storage)
-            beat = RunHeartbeat(lambda: storage.record_heartbeat(trial._trial_id))
-            with beat:
-                record = self.runner.run(spec, hyperparameters=params, run_id=run_id)
+            record = self._train_new(trial, sample, self.leg_spec(self.trials.spec(sample, trial.number), step.epochs))
             score = _history(record).get(step.epochs) if record.status == "complete" else None
             if record.status == "complete" and score is not None and record.epochs_run == step.epochs:
                 self.study.tell(trial, float(score))

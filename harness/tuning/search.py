@@ -1,4 +1,7 @@
-"""`harness search`: open or resume a study with Optuna or KerasTuner, run the trials still due, and sum it up."""
+"""`harness search`: open or resume a study with Optuna or KerasTuner, run the trials still due, and sum it up.
+
+Over 350 lines because opening, resuming, the workers and the summary all read one study's settings; each tuner's
+engine, the clock and the storage are modules of their own."""
 
 from __future__ import annotations
 

@@ -44,6 +44,8 @@ def test_an_epoch_line_fits_80_columns():
     clock.epoch_seconds = [16.8]
     line = clock.epoch_line(1, {"loss": 0.42, "val_accuracy": 0.84, "val_auc": 0.91})
     assert len(line) < 80 and "val AUC 0.9100" in line
+    between = clock.epoch_line(1, {"loss": 0.42, "val_accuracy": float("nan"), "val_auc": float("nan")})
+    assert "nan" not in between and "val AUC -" in between  # an epoch between rungs is not validated
 
 
 def test_a_long_phase_says_so_off_a_terminal_and_when_it_ends():

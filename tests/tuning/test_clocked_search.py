@@ -147,6 +147,34 @@ def test_the_endgame_never_reads_the_test_labels(clocked):
     assert clocked["opened"] == []
 
 
+def test_a_clock_too_short_to_share_trains_the_first_point_alone_sized_to_it(
+    make_kaggle, tmp_path, capsys, monkeypatch
+):
+    from harness.tuning import clock_plan
+
+    monkeypatch.setattr(clock_plan, "SINGLE_RUN_PASSES", 1e9)  # any clock is "too short" here
+    data = make_kaggle(n_train=60, n_test=8)
+    results = tmp_path / "R"
+    with SEARCH_SPACES.override():
+        SEARCH_SPACES.register("clocked_tiny", widens="cnn", first=FIRST, portfolio=({"learning_rate": 1e-3},),
+                               test=True)(clocked_tiny)  # fmt: skip
+        started = time.monotonic()
+        code = main(["search", "--space", "clocked_tiny", "--deadline", "40s", "--data", str(data), "--results",
+                     str(results), "--no-progress", "--protocol", "stratified"])  # fmt: skip
+        took = time.monotonic() - started
+    out, err = capsys.readouterr()
+    assert code == 0, err[-3000:]
+    assert "so the first point trains alone" in out + err, (out + err)[-3000:]
+    assert took < 40 + 30, took
+    store = RunStore(default_storage(results), root=results)
+    trials = [r for r in store.runs() if r.origin == "search"]
+    assert len(trials) == 1 and trials[0].status == "complete", [(r.trial, r.status) for r in trials]
+    (alone,) = trials
+    assert alone.spec["training"]["lr_schedule"] == "cosine"  # its own schedule, annealed over its sized epochs
+    assert int(alone.epochs_run or 0) == alone.spec["training"]["epochs"] > 1
+    read_submission(results / "submission.csv", expected_test_ids(data))
+
+
 def test_a_kill_minus_nine_mid_search_leaves_a_valid_submission(make_kaggle, tmp_path):
     data = make_kaggle(n_train=60, n_test=10)
     results = tmp_path / "R"
