@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,6 +26,26 @@ pytest_plugins = ["postgres_fixture"]
 REPO = Path(__file__).resolve().parents[1]  # the checkout: examples/, docs/, pyproject.toml
 FIXTURES = Path(__file__).resolve().parent / "fixtures"  # stored reference files (a first-release store, ...)
 POSTGRES_FIXTURES = ("postgres_server", "postgres_url", "own_server")
+
+
+_INTERRUPTED: list[bool] = []
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Ctrl-C stops the session even when the test running swallowed it: a test that calls the CLI in-process gets
+    the CLI's own handling (one line, exit code 130) and would otherwise go on to the next test."""
+
+    def interrupted(signum: int, frame: object) -> None:
+        _INTERRUPTED.append(True)
+        signal.default_int_handler(signum, frame)  # KeyboardInterrupt, as without this handler
+
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, interrupted)
+
+
+def pytest_runtest_logfinish(nodeid: str, location: object) -> None:
+    if _INTERRUPTED:
+        pytest.exit(f"interrupted (Ctrl-C) during {nodeid}", returncode=2)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

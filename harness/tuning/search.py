@@ -162,7 +162,7 @@ class SearchSummary:
             spread = f", median {statistics.median(rss):.0f}" if len(rss) > 2 else ""
             lines.append(
                 f"resident memory after each trial: first {memory[0]:.0f} MB, last {memory[1]:.0f} MB, "
-                f"max {memory[2]:.0f} MB{spread} over {len(rss)} trials"
+                f"max {memory[2]:.0f} MB{spread} over {len(rss)} trial{'s' if len(rss) != 1 else ''}"
             )
         lines += self.notes
         lines.append(

@@ -32,13 +32,14 @@ def test_baselines_then_leaderboard_then_a_valid_submission(make_kaggle, tmp_pat
     assert all(r.spec["data"]["protocol"] == "seed" for r in records)
     assert {r.origin for r in records} == {"baseline"}
 
-    code, out, err = run_cli(capsys, "leaderboard", "--by", "val_auc", "--format", "csv", *where)
+    # --by val_auc is a view of the board (its default is val accuracy): --submit makes its pick the submission.
+    code, out, err = run_cli(capsys, "leaderboard", "--by", "val_auc", "--submit", "--format", "csv", *where)
     assert code == 0, err
     board = pd.read_csv(__import__("io").StringIO(out))
     assert board["rank"].tolist() == [1, 2, 3]
     assert board["val_auc"].is_monotonic_decreasing
     best = board.iloc[0]["run"]
-    assert f"from run {best}" in err
+    assert f"submission.csv: run {best}" in err and "submission-by-val_auc.csv" not in err, err
 
     submission = pd.read_csv(results / "submission.csv")
     expected = pd.read_csv(data / "sample_submission.csv")["id"].tolist()

@@ -28,3 +28,45 @@ def test_ctrl_c_names_the_run_and_its_resume_command(make_kaggle, tmp_path, caps
     assert run is not None, err
     assert f"`harness run {run.group(1)} --resume` goes on from its last completed epoch" in err
     assert RunStore(default_storage(results)).get(run.group(1)).status == "interrupted"
+
+
+SWALLOWING = """
+import time
+from pathlib import Path
+
+
+def test_swallows_ctrl_c_as_the_cli_does():
+    Path("started").write_text("")
+    try:
+        time.sleep(60)
+    except KeyboardInterrupt:
+        pass  # harness.cli.main turns Ctrl-C into one line and exit code 130, in-process too
+
+
+def test_never_reached():
+    Path("reached").write_text("")
+"""
+
+
+def test_ctrl_c_stops_the_test_session_even_when_a_test_swallows_it(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    (tmp_path / "test_swallow.py").write_text(SWALLOWING)
+    tests = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(tests)}
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "conftest", "-p", "no:cacheprovider", "test_swallow.py"]
+    child = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "started").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    child.send_signal(signal.SIGINT)
+    sent = time.monotonic()
+    out, _ = child.communicate(timeout=30)
+    assert time.monotonic() - sent < 10, out.decode()[-2000:]
+    assert not (tmp_path / "reached").exists(), out.decode()[-2000:]  # the session stopped after that test
+    assert b"interrupted (Ctrl-C)" in out, out.decode()[-2000:]
