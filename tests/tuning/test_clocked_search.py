@@ -251,3 +251,20 @@ def test_a_clocked_search_works_on_the_grouped_protocol(make_kaggle, tmp_path, c
     trials = [r for r in store.runs() if r.origin == "search" and r.status == "complete"]
     assert trials and all(r.spec["data"]["protocol"] == "grouped" for r in trials)
     read_submission(tmp_path / "R" / "submission.csv", expected_test_ids(data))
+
+
+def test_harness_run_on_a_clock_sizes_a_decaying_schedule_to_it_and_submits(make_kaggle, tmp_path, capsys):
+    data = make_kaggle(n_train=60, n_test=8)
+    results = tmp_path / "R"
+    started = time.monotonic()
+    code = main(["run", "cnn", "--deadline", "45s", "--lr-schedule", "cosine", "--data", str(data), "--results",
+                 str(results), "--no-progress", "--protocol", "stratified", "--batch-size", "8"])  # fmt: skip
+    took = time.monotonic() - started
+    out, err = capsys.readouterr()
+    assert code == 0, err[-3000:]
+    assert took < 45 + 30, took  # the deadline plus 2% or 30 s
+    assert "fit its" in out + err, (out + err)[-2000:]  # the line that says how many epochs fit the clock
+    (record,) = RunStore(default_storage(results), root=results).runs()
+    planned = record.spec["training"]["epochs"]
+    assert record.status == "complete" and planned > 1 and int(record.epochs_run or 0) >= planned - 1
+    read_submission(results / "submission.csv", expected_test_ids(data))
