@@ -77,19 +77,16 @@ class OutputRefused(OSError):
 
 
 def _kind(path: Path) -> str:
-    import stat
+    """'none', 'file', 'folder', 'stream' (a FIFO or a character device: written through) or 'special'."""
+    from harness.input_files import file_kind
 
     try:
-        mode = path.stat().st_mode  # follows symlinks: /dev/stdout is a link to /proc/self/fd/1
-    except (FileNotFoundError, NotADirectoryError):
+        kind = file_kind(path)  # follows symlinks: /dev/stdout is a link to /proc/self/fd/1
+    except NotADirectoryError:
         return "none"
-    if stat.S_ISREG(mode):
-        return "file"
-    if stat.S_ISDIR(mode):
-        return "folder"
-    if stat.S_ISFIFO(mode) or stat.S_ISCHR(mode):
-        return "stream"
-    return "special"
+    if kind in ("missing", "dangling"):
+        return "none"
+    return {"file": "file", "folder": "folder", "fifo": "stream", "character": "stream"}.get(kind, "special")
 
 
 @contextlib.contextmanager

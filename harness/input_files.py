@@ -13,24 +13,48 @@ from harness.errors import HarnessError
 MB = 1 << 20
 
 
+def file_kind(path: str | Path) -> str:
+    """What `path` is, symlinks followed: 'file', 'folder', 'fifo', 'character' or 'block' (devices), 'socket',
+    'other', or 'missing' ('dangling' when it is a symlink to nowhere). Any other OSError is raised. The one
+    classifier that input checks, image checks and output writers share."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "dangling" if os.path.islink(path) else "missing"
+    for kind, test in _KINDS:
+        if test(mode):
+            return kind
+    return "other"
+
+
+_KINDS = (
+    ("file", stat.S_ISREG),
+    ("folder", stat.S_ISDIR),
+    ("fifo", stat.S_ISFIFO),
+    ("character", stat.S_ISCHR),
+    ("block", stat.S_ISBLK),
+    ("socket", stat.S_ISSOCK),
+)
+_INPUT_WORDS = {
+    "dangling": "missing (a symlink to nowhere)",
+    "missing": "missing",
+    "folder": "a folder",
+    "fifo": "a FIFO (a named pipe), which would block the read",
+    "character": "a device, not a file",
+    "block": "a device, not a file",
+    "socket": "a socket",
+    "other": "not a regular file",
+}
+
+
 def kind_of(path: Path) -> str | None:
     """What `path` is when it is not a regular file ('a FIFO', 'a device', ...), None when it is one; a missing
     path is 'missing'."""
     try:
-        mode = os.stat(path).st_mode
-    except FileNotFoundError:
-        return "missing (a symlink to nowhere)" if os.path.islink(path) else "missing"
+        kind = file_kind(path)
     except OSError as exc:
         return f"unreadable ({exc.strerror or exc})"
-    if stat.S_ISREG(mode):
-        return None
-    if stat.S_ISDIR(mode):
-        return "a folder"
-    if stat.S_ISFIFO(mode):
-        return "a FIFO (a named pipe), which would block the read"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "a device, not a file"
-    return "a socket" if stat.S_ISSOCK(mode) else "not a regular file"
+    return None if kind == "file" else _INPUT_WORDS[kind]
 
 
 def read_input(path: str | Path, what: str, limit: int = 16 * MB) -> bytes:

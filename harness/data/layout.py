@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from harness.data.labels import (
     shown,
 )
 from harness.errors import HarnessError
-from harness.input_files import kind_of
+from harness.input_files import file_kind, kind_of
 
 IMAGE_EXTENSIONS = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 SYNTHETIC_MARKER = "HARNESS_SYNTHETIC"
@@ -156,17 +155,19 @@ def scan_folder(root: Path, name: str) -> dict[str, str]:
 
 def _not_a_file(path: str) -> str:
     """What an image-named entry is instead of a regular file, in words."""
-    try:
-        mode = os.stat(path).st_mode
-    except FileNotFoundError:
+    kind = file_kind(path)
+    if kind in ("dangling", "missing"):
         return f"is a symlink to {os.path.realpath(path)}, which does not exist"
-    if stat.S_ISDIR(mode):
-        return "is a folder"
-    if stat.S_ISFIFO(mode):
-        return "is a FIFO (a named pipe), which would block the reader"
-    if stat.S_ISSOCK(mode):
-        return "is a socket"
-    return "is a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "is not a regular file"
+    return _IMAGE_WORDS.get(kind, "is not a regular file")
+
+
+_IMAGE_WORDS = {
+    "folder": "is a folder",
+    "fifo": "is a FIFO (a named pipe), which would block the reader",
+    "socket": "is a socket",
+    "character": "is a device",
+    "block": "is a device",
+}
 
 
 def _refuse_undecodable(path: str) -> None:
