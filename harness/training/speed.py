@@ -34,6 +34,12 @@ SPEED_SLACK = 0.9
 # set-up): about 0.3 s on 2 cores, measured with a tiny model whose batches take milliseconds (negligible beside a
 # real epoch's minutes, but it decides how many epochs of a tiny one fit).
 EPOCH_SECONDS = 0.3
+# And writes its checkpoint (training.checkpoint): the weights, the optimiser's slots (two with Adam) and the kept-best
+# weights, about four float32 copies of the parameters, at about 400 MB/s (save_weights and savez of the 36 M
+# parameter cnn baseline on this machine's disk: 580 MB in 1.4 s). Nothing for a small model; a second an epoch for
+# that one, which decides how many of its epochs fit a short clock.
+CHECKPOINT_COPIES = 4
+CHECKPOINT_BYTES_PER_SECOND = 400e6
 PROBE_BATCHES = 6
 WARMUP_BATCHES = 2  # the first calls trace and compile
 
@@ -45,6 +51,7 @@ class Speed:
     images_per_second: float
     gmacs: float
     source: str
+    trace_seconds: float = 0.0  # what a fresh model's first batches cost beyond the steady rate (tracing, compiling)
 
     def seconds_for(self, images: float) -> float:
         return images / max(self.images_per_second, 1e-9)
@@ -55,10 +62,10 @@ class Speed:
     def carried_to(self, gmacs: float, what: str = "") -> Speed:
         """The predicted speed of a model of `gmacs` forward GMACs per image, from this measured one."""
         if self.gmacs <= 0 or gmacs <= 0:
-            return Speed(self.images_per_second, gmacs, f"{self.source} (same speed assumed)")
+            return Speed(self.images_per_second, gmacs, f"{self.source} (same speed assumed)", self.trace_seconds)
         ratio = FIXED_SHARE + (1 - FIXED_SHARE) * gmacs / self.gmacs
         label = f"predicted for {what} from {self.source}" if what else f"predicted from {self.source}"
-        return Speed(self.images_per_second / ratio, gmacs, label)
+        return Speed(self.images_per_second / ratio, gmacs, label, self.trace_seconds)
 
 
 class _BatchTimes(keras.callbacks.Callback):
@@ -91,8 +98,10 @@ def probe(spec: RunSpec, images: np.ndarray, indices: np.ndarray, labels: np.nda
         keras.backend.clear_session()
         forget_traced_gradients()
     timed = timer.seconds[WARMUP_BATCHES:] or timer.seconds[-1:]
-    rate = training.batch_size / float(np.median(timed)) if timed else 0.0
-    return Speed(rate, gmacs, f"{spec.architecture} measured on {len(timed)} batches")
+    step = float(np.median(timed)) if timed else 0.0
+    rate = training.batch_size / step if step else 0.0
+    trace = max(0.0, sum(timer.seconds[:WARMUP_BATCHES]) - WARMUP_BATCHES * step)
+    return Speed(rate, gmacs, f"{spec.architecture} measured on {len(timed)} batches", trace)
 
 
 def from_records(records: list[RunRecord], spec: RunSpec, host: str, backend: str) -> Speed | None:
@@ -121,7 +130,8 @@ def sized_to(spec: RunSpec, runner: Any, share: Deadline, speed: Speed | None = 
     annealed); measured speed: `speed` when the caller measured it, else an earlier run of the same model here, else
     a few probed batches. And the line."""
     split = runner.splits_for(spec)[0]
-    gmacs = architecture_cost(spec.architecture, **spec.arch_kwargs).gmacs
+    cost = architecture_cost(spec.architecture, **spec.arch_kwargs)
+    gmacs = cost.gmacs
     if speed is None:
         speed = from_records(runner.store.runs(), spec, socket.gethostname(), keras.backend.backend())
     if speed is None or speed.images_per_second <= 0:
@@ -130,8 +140,10 @@ def sized_to(spec: RunSpec, runner: Any, share: Deadline, speed: Speed | None = 
     per_image = 1.0 / max(speed.images_per_second * SPEED_SLACK, 1e-9)
     steps = spec.training.steps_per_epoch
     n_train = steps * spec.training.batch_size if steps else len(split.train)
-    epoch = n_train * per_image + len(split.val) * per_image / PREDICT_OVER_TRAIN + EPOCH_SECONDS
+    checkpoint = cost.parameters * 4 * CHECKPOINT_COPIES / CHECKPOINT_BYTES_PER_SECOND
+    epoch = n_train * per_image + len(split.val) * per_image / PREDICT_OVER_TRAIN + EPOCH_SECONDS + checkpoint
     after = (len(split.val) + len(runner.dataset.test) * spec.training.tta) * per_image / PREDICT_OVER_TRAIN + 20.0
+    after += speed.trace_seconds  # the run's first epoch traces its model again
     epochs = max(1, math.floor((share.left() - after) / epoch))
     training = dataclasses.replace(spec.training, epochs=epochs)
     if training.warmup_epochs > epochs:

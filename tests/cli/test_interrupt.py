@@ -60,7 +60,10 @@ def test_ctrl_c_stops_the_test_session_even_when_a_test_swallows_it(tmp_path):
     tests = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": str(tests)}
     command = [sys.executable, "-m", "pytest", "-q", "-p", "conftest", "-p", "no:cacheprovider", "test_swallow.py"]
-    child = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    # A shell's background job (`cmd &`) starts with SIGINT ignored, and a child inherits that: Python then installs
+    # no KeyboardInterrupt handler. The child gets Ctrl-C's default back, as in a terminal.
+    child = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
     deadline = time.monotonic() + 60
     while not (tmp_path / "started").exists() and time.monotonic() < deadline:
         time.sleep(0.1)

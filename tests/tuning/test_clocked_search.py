@@ -147,6 +147,7 @@ def test_the_endgame_never_reads_the_test_labels(clocked):
     assert clocked["opened"] == []
 
 
+@pytest.mark.backend_free  # the clock's logic; the search fixture above runs a clocked fit on every backend
 def test_a_clock_too_short_to_share_trains_the_first_point_alone_sized_to_it(
     make_kaggle, tmp_path, capsys, monkeypatch
 ):
@@ -175,6 +176,7 @@ def test_a_clock_too_short_to_share_trains_the_first_point_alone_sized_to_it(
     read_submission(results / "submission.csv", expected_test_ids(data))
 
 
+@pytest.mark.backend_free  # the clock's logic; the search fixture above runs a clocked fit on every backend
 def test_a_kill_minus_nine_mid_search_leaves_a_valid_submission(make_kaggle, tmp_path):
     data = make_kaggle(n_train=60, n_test=10)
     results = tmp_path / "R"
@@ -197,6 +199,7 @@ def test_a_kill_minus_nine_mid_search_leaves_a_valid_submission(make_kaggle, tmp
     read_submission(results / "submission.csv", expected_test_ids(data))
 
 
+@pytest.mark.backend_free  # the clock's logic; the search fixture above runs a clocked fit on every backend
 def test_the_keras_tuner_path_honours_the_deadline_and_leaves_a_submission(make_kaggle, tmp_path, capsys):
     data = make_kaggle(n_train=60, n_test=10)
     with SEARCH_SPACES.override():
@@ -253,6 +256,7 @@ def test_a_clocked_search_works_on_the_grouped_protocol(make_kaggle, tmp_path, c
     read_submission(tmp_path / "R" / "submission.csv", expected_test_ids(data))
 
 
+@pytest.mark.backend_free  # the clock's logic; the search fixture above runs a clocked fit on every backend
 def test_harness_run_on_a_clock_sizes_a_decaying_schedule_to_it_and_submits(make_kaggle, tmp_path, capsys):
     data = make_kaggle(n_train=60, n_test=8)
     results = tmp_path / "R"
