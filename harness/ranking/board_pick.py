@@ -12,7 +12,7 @@ import pandas as pd
 
 from harness.atomic import write_text
 from harness.errors import HarnessError
-from harness.ranking.keeper import HISTORY, SubmissionKeeper, digest
+from harness.ranking.keeper import HISTORY, SubmissionKeeper
 from harness.ranking.leaderboard import DEFAULT_BY, RANK_BY, val_key, write_best_submission
 from harness.store.runs import RunStore
 
@@ -93,8 +93,7 @@ def submit_pick(store: RunStore, results: Path, frame: pd.DataFrame, target: Pat
     key = val_key(record)
     now = keeper.current()
     source = Path(str(ranked.iloc[0]["submission"]))
-    unchanged = source.is_file() and now is not None and now.source == digest(source)
-    if now is not None and now.run_id == best and unchanged:
+    if keeper.holds(best, source):
         keeper_say.append(f"{target} already holds run {best}'s submission")
         return best
     with keeper._locked():

@@ -104,10 +104,16 @@ class SubmissionKeeper:
             return True, f"replaces {now.text()}"
         return False, f"keeps {now.text()}"
 
+    def holds(self, run_id: str, source: Path) -> bool:
+        """Whether the file already is run `run_id`'s submission `source`, unchanged since it was copied (a leg
+        that kept its best epoch predicts the same file again: nothing to write, nothing to say)."""
+        now = self.current()
+        return now is not None and now.run_id == run_id and source.is_file() and now.source == digest(source)
+
     def offer(self, record: RunRecord, val_key: str, source: Path | None = None) -> bool:
         """Write `record`'s submission if it beats the current one on the same validation images; True if written."""
         wanted, _ = self.better(record, val_key)
-        if not wanted:
+        if not wanted or self.holds(record.run_id, Path(source or record.submission or "")):
             return False
         self.write(record, val_key, source)
         return True

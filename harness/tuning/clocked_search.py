@@ -106,6 +106,7 @@ class ClockedSearch:
         self.ladder: Ladder | None = None
         self.speed: Speed | None = None
         self.first_gmacs = 0.0
+        self.ladder_line = ""  # what measure() found, said once the ladder is the regime
 
     def _say(self, line: str) -> None:
         self.outcome.lines.append(line)
@@ -156,7 +157,7 @@ class ClockedSearch:
             self.study.set_user_attr(CLOCK_ATTR, {"images": self.ladder.images, "eta": self.ladder.eta})
         first = self.ladder.images / self.speed.images_per_second
         self.outcome.budget = f"rungs of 1, 3, 9, ... virtual epochs of {self.ladder.images:,} images, on the clock"
-        self._say(
+        self.ladder_line = (
             f"clock {minutes_text(self.deadline.seconds)}: {self.speed.images_per_second:,.0f} img/s for the first"
             f" point ({self.speed.source}); a virtual epoch is {self.ladder.images:,} images (~{first:.0f} s of it),"
             f" rungs at 1, 3, 9, ... virtual epochs; no candidate starts whose first rung is predicted above"
@@ -294,7 +295,8 @@ class ClockedSearch:
                 self.study.enqueue_trial(self.first)  # under the lock: of several processes, one queues it
             self.measure()
             alone = one_run(self.passes()) and not self.records()
-            if not alone:
+            if not alone:  # the one-run regime says what it does in its own line
+                self._say(self.ladder_line)
                 self.enqueue_portfolio()
         self.runner.deadline = self.deadline
         self.runner.reserve = self.reserve
@@ -371,6 +373,7 @@ class ClockedSearch:
             f" would be under-trained), so the first point trains alone; {line}"
         )
         self.runner.reserve = lambda: margin
+        self.outcome.budget = "the first point alone, its epochs sized to the clock"
         started = time.perf_counter()
         record = self._train_new(trial, sample, spec)
         if record.status == "complete" and record.val_auc is not None:

@@ -64,7 +64,33 @@ def test_the_best_trial_goes_on_partly_when_its_next_rung_does_not_fit_and_nothi
     trials = [trial("best", 3, {1: 0.9, 3: 0.92}, per_epoch=50)]
     step = Policy(Ladder(1000), trials).next_step(Clock(left=120, total=900), new_candidate_seconds=None)
     assert step.kind == "continue" and step.partial  # 6 more epochs need 300 s; it goes on for what is left
+    assert step.epochs == 4  # 2 more would be 100 s, the leg's 15 and a longer cooldown (50 s): over 120 s
     assert Policy(Ladder(1000), trials).next_step(Clock(left=20, total=900), new_candidate_seconds=None) is None
+
+
+def test_the_best_trial_goes_on_for_the_whole_epochs_that_fit_with_the_cooldown_they_add():
+    # The 60-minute benchmark's case: 216 s left after the reserve for the cooldown of 17 epochs, 90 s an epoch. It
+    # went on "for the 216 s left" towards rung 27; that leg's own reserve (the cooldown of 27 epochs) cut it after
+    # 15 s, inside its epoch, and so did the six legs after it.
+    clock = Clock(left=216, total=3600, overhead=15)
+    step = Policy(Ladder(17_000), [trial("best", 17, {9: 0.95}, per_epoch=90)]).next_step(clock, None)
+    assert (step.kind, step.epochs, step.partial) == ("continue", 19, True)
+
+    def cost(epochs: int, more: int) -> float:  # the leg, and what its epochs add to the cooldown
+        return more * 90 + 15 + (cooldown_epochs(epochs + more) - cooldown_epochs(epochs)) * 90
+
+    for epochs in (1, 3, 8, 9, 17, 26):
+        rung = Ladder(17_000).rung_after(epochs)
+        for left in range(0, 3000, 37):
+            step = Policy(Ladder(17_000), [trial("best", epochs, {1: 0.9}, per_epoch=90)]).next_step(
+                Clock(left=left, total=3600, overhead=15), None
+            )
+            if step is None:
+                assert cost(epochs, 1) > left, (epochs, left)  # not even one whole epoch fits
+                continue
+            more = step.epochs - epochs
+            assert more >= 1 and cost(epochs, more) <= left, (epochs, left, step)  # it fits, cooldown and all
+            assert step.epochs == rung or cost(epochs, more + 1) > left, (epochs, left, step)  # and no more does
 
 
 def test_a_trial_another_process_trains_is_not_taken():

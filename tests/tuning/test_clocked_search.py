@@ -139,6 +139,7 @@ def test_trials_go_on_past_their_first_rung_and_the_endgame_runs(clocked):
     trials = [r for r in store.runs() if r.origin == "search" and r.status == "complete"]
     assert max(int(r.epochs_run or 0) for r in trials) >= 3, [(r.trial, r.epochs_run) for r in trials]
     assert "endgame:" in clocked["err"] + clocked["out"]
+    assert "rungs at 1, 3, 9, ... virtual epochs" in clocked["err"] + clocked["out"]  # the ladder says it is the one
     assert all(r.spec["training"]["lr_schedule"] == "wsd" for r in trials)  # one schedule across the rungs
 
 
@@ -166,6 +167,7 @@ def test_a_clock_too_short_to_share_trains_the_first_point_alone_sized_to_it(
     out, err = capsys.readouterr()
     assert code == 0, err[-3000:]
     assert "so the first point trains alone" in out + err, (out + err)[-3000:]
+    assert "rungs at" not in out + err and "budget per trial: the first point alone" in out + err  # no ladder here
     assert took < 40 + 30, took
     store = RunStore(default_storage(results), root=results)
     trials = [r for r in store.runs() if r.origin == "search"]
