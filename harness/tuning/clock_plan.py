@@ -87,6 +87,10 @@ class Trial:
     busy: bool = False  # another process is training it now
     failed: bool = False
 
+    def cooldown_seconds(self, epochs: int) -> float:
+        """Its cooldown's cost once it has trained `epochs` virtual epochs (the endgame's reserve holds it)."""
+        return cooldown_epochs(epochs) * self.seconds_per_epoch
+
     @property
     def latest(self) -> float:
         reached = [r for r in self.scores if r <= self.epochs]
@@ -201,7 +205,7 @@ class Policy:
     def cooldown_growth(self, trial: Trial, to: int) -> float:
         """What the endgame's reserve grows by when the best trial trains on to `to` epochs: its cooldown is a share
         of the whole run."""
-        return (cooldown_epochs(to) - cooldown_epochs(trial.epochs)) * trial.seconds_per_epoch
+        return trial.cooldown_seconds(to) - trial.cooldown_seconds(trial.epochs)
 
     def whole_epochs(self, trial: Trial, clock: Clock, up_to: int) -> int:
         """The most whole virtual epochs `trial` can add (to at most `up_to`) with the leg's overhead and the growth

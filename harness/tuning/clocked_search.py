@@ -43,7 +43,6 @@ from harness.tuning.clock_plan import (
     Policy,
     Step,
     Trial,
-    cooldown_epochs,
     one_run,
 )
 from harness.tuning.endgame import Endgame, run_endgame
@@ -106,7 +105,6 @@ class ClockedSearch:
         self.ladder: Ladder | None = None
         self.speed: Speed | None = None
         self.first_gmacs = 0.0
-        self.ladder_line = ""  # what measure() found, said once the ladder is the regime
 
     def _say(self, line: str) -> None:
         self.outcome.lines.append(line)
@@ -155,9 +153,13 @@ class ClockedSearch:
                 self.speed.images_per_second, self.deadline.seconds, len(split.train), spec.training.batch_size
             )
             self.study.set_user_attr(CLOCK_ATTR, {"images": self.ladder.images, "eta": self.ladder.eta})
-        first = self.ladder.images / self.speed.images_per_second
         self.outcome.budget = f"rungs of 1, 3, 9, ... virtual epochs of {self.ladder.images:,} images, on the clock"
-        self.ladder_line = (
+
+    def ladder_line(self) -> str:
+        """What measure() found, said once the ladder is the regime (the one-run regime has a line of its own)."""
+        assert self.ladder is not None and self.speed is not None
+        first = self.ladder.images / self.speed.images_per_second
+        return (
             f"clock {minutes_text(self.deadline.seconds)}: {self.speed.images_per_second:,.0f} img/s for the first"
             f" point ({self.speed.source}); a virtual epoch is {self.ladder.images:,} images (~{first:.0f} s of it),"
             f" rungs at 1, 3, 9, ... virtual epochs; no candidate starts whose first rung is predicted above"
@@ -223,7 +225,7 @@ class ClockedSearch:
         cooling = 0.0
         if best is not None:
             epochs = max(best.epochs, leg.epochs if leg is not None and leg.key == best.key else 0)
-            cooling = cooldown_epochs(epochs) * best.seconds_per_epoch + self.overhead()
+            cooling = best.cooldown_seconds(epochs) + self.overhead()
         return min(cooling + predicting + margin, 0.5 * self.deadline.seconds)
 
     # --- the table ------------------------------------------------------------------------------------------------
@@ -296,7 +298,7 @@ class ClockedSearch:
             self.measure()
             alone = one_run(self.passes()) and not self.records()
             if not alone:  # the one-run regime says what it does in its own line
-                self._say(self.ladder_line)
+                self._say(self.ladder_line())
                 self.enqueue_portfolio()
         self.runner.deadline = self.deadline
         self.runner.reserve = self.reserve
